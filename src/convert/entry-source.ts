@@ -57,7 +57,11 @@ export async function* streamEntries(tarBytes: AsyncIterable<Buffer>, layer: str
       if (!entry) return;
       const names = checker.accept(entry);
       if (!names) continue;
-      yield { header: entry.header, raw: entry.raw, ...names, readData: (max) => reader.readData(max) };
+      const readData = (max: number): Promise<Buffer | null> =>
+        reader.readData(max).catch((err: unknown) => {
+          throw inLayer(layer, err);
+        });
+      yield { header: entry.header, raw: entry.raw, ...names, readData };
     }
   } catch (err) {
     throw inLayer(layer, err);
@@ -104,7 +108,7 @@ export async function prioritizedEntries(layerPath: string, layer: string, prior
     const indexed = await indexTar(tarPath, layer);
     const order = orderByPriority(indexed, priority);
     return {
-      entries: readIndexed(tarPath, order.entries),
+      entries: readIndexed(tarPath, layer, order.entries),
       prioritizedCount: order.prioritizedCount,
       cleanup,
     };
@@ -154,7 +158,7 @@ function orderByPriority(entries: IndexedEntry[], priority: string[]): { entries
   return { entries: order, prioritizedCount };
 }
 
-async function* readIndexed(tarPath: string, entries: IndexedEntry[]): AsyncGenerator<LayerEntry> {
+async function* readIndexed(tarPath: string, layer: string, entries: IndexedEntry[]): AsyncGenerator<LayerEntry> {
   const handle = await fs.open(tarPath, 'r');
   try {
     for (const entry of entries) {
@@ -169,7 +173,9 @@ async function* readIndexed(tarPath: string, entries: IndexedEntry[]): AsyncGene
           if (left === 0) return null;
           const buf = Buffer.allocUnsafe(Math.min(max, left, 4 << 20));
           const { bytesRead } = await handle.read(buf, 0, buf.length, position);
-          if (bytesRead === 0) throw new LazypullError('LAZYPULL_ERR_TAR_INVALID', `truncated tar: entry "${entry.header.name}" data cut short`, { entry: entry.header.name });
+          if (bytesRead === 0) {
+            throw new LazypullError('LAZYPULL_ERR_TAR_INVALID', `${layer}: truncated tar: entry "${entry.header.name}" data cut short`, { layer, entry: entry.header.name });
+          }
           position += bytesRead;
           left -= bytesRead;
           return buf.subarray(0, bytesRead);

@@ -144,7 +144,8 @@ export class EstargzWriter {
     if (h.devMinor) e.devMinor = h.devMinor;
     if (h.xattrs.size > 0) {
       e.xattrs = {};
-      for (const [k, v] of h.xattrs) e.xattrs[k] = v.toString('base64');
+      // Sorted by name, as the reference's JSON encoder writes maps.
+      for (const k of [...h.xattrs.keys()].sort()) e.xattrs[k] = h.xattrs.get(k)!.toString('base64');
     }
     return e;
   }
