@@ -13,7 +13,7 @@ import type { AtomicFile } from '../util/atomic-file';
 import { tocEntryName } from '../format/entry-name';
 import { buildFooter } from '../format/footer';
 import { paddingFor, type TarHeader } from '../format/tar-reader';
-import { END_OF_ARCHIVE, regularFileEntry } from '../format/tar-writer';
+import { END_OF_ARCHIVE, regularFileEntry, regularFileHeader } from '../format/tar-writer';
 import { formatModtime, serializeToc, sha256Digest, TOC_TAR_NAME, type TocEntry } from '../format/toc';
 import type { GzipPool } from './gzip-pool';
 import { MemberQueue } from './member-queue';
@@ -84,7 +84,6 @@ export class EstargzWriter {
       return;
     }
     const fileHash = createHash('sha256');
-    const chunked = h.size > this.chunkSize;
     let chunkEntry = toc;
     for (let chunkOffset = 0; chunkOffset < h.size; chunkOffset += this.chunkSize) {
       const length = Math.min(this.chunkSize, h.size - chunkOffset);
@@ -97,7 +96,8 @@ export class EstargzWriter {
       }
       if (chunkOffset > 0) chunkEntry = { name: toc.name, type: 'chunk' };
       if (chunkOffset > 0) chunkEntry.chunkOffset = chunkOffset;
-      if (chunked) chunkEntry.chunkSize = length;
+      // As the reference writes it: full-size chunks carry chunkSize, a shorter last chunk runs to the end of the file.
+      if (length === this.chunkSize) chunkEntry.chunkSize = length;
       chunkEntry.chunkDigest = `sha256:${chunkHash.digest('hex')}`;
       this.entries.push(chunkEntry);
       await this.flushMeta();
@@ -152,11 +152,10 @@ export class EstargzWriter {
 
   /** Add a file the converter makes itself (a landmark). */
   async addSyntheticFile(name: string, content: Buffer): Promise<void> {
-    const bytes = await regularFileEntry(name, content);
-    const header = bytes.subarray(0, 512);
+    const header = regularFileHeader(name, content.length, 0);
     let served = false;
     await this.addEntry({
-      header: { name, type: 'reg', mode: 0o644, uid: 0, gid: 0, size: content.length, mtime: 0, linkName: '', uname: '', gname: '', devMajor: 0, devMinor: 0, xattrs: new Map() },
+      header: { name, type: 'reg', mode: 0, uid: 0, gid: 0, size: content.length, mtime: 0, linkName: '', uname: '', gname: '', devMajor: 0, devMinor: 0, xattrs: new Map() },
       raw: header,
       cleanName: name,
       readData: async () => {
@@ -172,7 +171,7 @@ export class EstargzWriter {
     await this.flushMeta();
     await this.queue.flush();
     const tocJson = serializeToc({ version: 1, entries: this.entries });
-    const tocMember = Buffer.concat([await regularFileEntry(TOC_TAR_NAME, tocJson), END_OF_ARCHIVE]);
+    const tocMember = Buffer.concat([regularFileEntry(TOC_TAR_NAME, tocJson, 0), END_OF_ARCHIVE]);
     this.addUncompressed(tocMember);
     const tocOffset = this.out.position;
     const [compressed] = await this.pool.compress([tocMember]);

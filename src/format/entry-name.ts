@@ -36,9 +36,14 @@ export function requireCleanName(name: string, layer: string, what = 'entry'): s
   return cleaned;
 }
 
-/** The name a TOC entry gets: cleaned, directories with a trailing slash as the reference converter writes them. */
+/**
+ * The name a TOC entry gets: cleaned, directories with a trailing slash as
+ * the reference converter writes them, and the root as "./" (readers clean
+ * it to the root; an empty name would trip some of them).
+ */
 export function tocEntryName(cleaned: string, isDir: boolean): string {
-  return isDir && cleaned !== '' ? `${cleaned}/` : cleaned;
+  if (cleaned === '') return './';
+  return isDir ? `${cleaned}/` : cleaned;
 }
 
 /** Parent directories of a cleaned name, outermost first ("a/b/c" -> ["a", "a/b"]). */
