@@ -84,6 +84,8 @@ class ImageConversion {
   private readonly chunkSize: number;
   private doneBytes = 0;
   private totalBytes = 0;
+  /** Platforms of one image usually share layers: convert each source layer once. */
+  private readonly layerResults = new Map<string, Promise<{ desc: Descriptor; summary?: ConvertedLayer }>>();
 
   constructor(
     private readonly source: ImageSource,
@@ -150,11 +152,17 @@ class ImageConversion {
     if (diffIds.length !== manifest.layers.length) {
       throw new LazypullError('LAZYPULL_ERR_MANIFEST_UNSUPPORTED', `${where}: config lists ${diffIds.length} diff IDs for ${manifest.layers.length} layers`);
     }
-    this.totalBytes += manifest.layers.reduce((sum, l) => sum + (l.size ?? 0), 0);
+    this.totalBytes += manifest.layers.filter((l) => !this.layerResults.has(l.digest)).reduce((sum, l) => sum + (l.size ?? 0), 0);
     const layers: Descriptor[] = [];
     const summaries: ConvertedLayer[] = [];
     for (let i = 0; i < manifest.layers.length; i++) {
-      const { desc: layerDesc, summary } = await this.convertLayer(manifest.layers[i], diffIds[i], i);
+      const source = manifest.layers[i];
+      let pending = this.layerResults.get(source.digest);
+      if (!pending) {
+        pending = this.convertLayer(source, diffIds[i], this.layerResults.size);
+        this.layerResults.set(source.digest, pending);
+      }
+      const { desc: layerDesc, summary } = await pending;
       layers.push(layerDesc);
       if (summary) {
         summaries.push(summary);
