@@ -18,7 +18,8 @@ import { RegistrySession } from './session';
 
 export interface RegistryClientOptions {
   /** true = every host over plain http; string[] = only these "host:port". Loopback is not plain automatically. */
-  plainHttp?: boolean | string[];
+  /** true: every host; a list: those "host:port"; a predicate: decided per host (hosts.toml). */
+  plainHttp?: boolean | string[] | ((host: string) => boolean);
   /** Default: $DOCKER_CONFIG/config.json or ~/.docker/config.json. */
   dockerConfigPath?: string;
   /** Used for every host instead of the docker config. */

@@ -14,7 +14,7 @@ import { HttpRequest, HttpResponse, HttpTransport, headerValue } from './http';
 import { Operation, statusError } from './registry-errors';
 
 export interface SessionOptions {
-  plainHttp: boolean | string[];
+  plainHttp: boolean | string[] | ((host: string) => boolean);
   dockerConfigPath?: string;
   credentials?: Credentials;
   timeoutMs: number;
@@ -46,7 +46,8 @@ export class RegistrySession {
   /** "http" only for hosts configured as plain; loopback gets no exception. */
   url(host: string, path: string): URL {
     const plain = this.options.plainHttp;
-    const scheme = plain === true || (Array.isArray(plain) && plain.includes(host)) ? 'http' : 'https';
+    const isPlain = typeof plain === 'function' ? plain(host) : plain === true || (Array.isArray(plain) && plain.includes(host));
+    const scheme = isPlain ? 'http' : 'https';
     return new URL(`${scheme}://${host}${path}`);
   }
 
