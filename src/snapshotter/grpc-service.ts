@@ -1,0 +1,121 @@
+/**
+ * containerd's Snapshots gRPC service over a unix socket, backed by a
+ * Snapshotter. Errors become the gRPC codes containerd maps to its errdefs;
+ * anything unexpected is INTERNAL and logged, never a crash.
+ */
+import { promises as fs } from 'node:fs';
+import { dirname, join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { SnapshotError } from './snapshot-errors';
+import type { Mount, SnapshotInfo, Snapshotter } from './snapshotter';
+
+/** proto/ at the package root (this file runs from dist/src/snapshotter). */
+export const PROTO_DIR = join(__dirname, '..', '..', '..', 'proto');
+
+export function loadSnapshotsService(): grpc.ServiceDefinition {
+  const definition = protoLoader.loadSync('containerd/services/snapshots/v1/snapshots.proto', {
+    includeDirs: [PROTO_DIR],
+    keepCase: true,
+    longs: Number,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+  });
+  const pkg = grpc.loadPackageDefinition(definition) as unknown as {
+    containerd: { services: { snapshots: { v1: { Snapshots: grpc.ServiceClientConstructor } } } };
+  };
+  return pkg.containerd.services.snapshots.v1.Snapshots.service;
+}
+
+interface Timestamp {
+  seconds: number;
+  nanos: number;
+}
+
+function timestamp(ms: number): Timestamp {
+  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 };
+}
+
+function wireInfo(i: SnapshotInfo): Record<string, unknown> {
+  return { name: i.name, parent: i.parent, kind: i.kind, created_at: timestamp(i.createdAt), updated_at: timestamp(i.updatedAt), labels: i.labels };
+}
+
+function wireMounts(mounts: Mount[]): Record<string, unknown> {
+  return { mounts: mounts.map((m) => ({ type: m.type, source: m.source, target: m.target ?? '', options: m.options })) };
+}
+
+type Log = (event: Record<string, unknown>) => void;
+
+/** Wrap a handler: result or error goes back to containerd in the form it expects. */
+function unary<Req, Res>(method: string, log: Log, handler: (req: Req) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    Promise.resolve()
+      .then(() => handler(call.request))
+      .then((res) => callback(null, res))
+      .catch((err: unknown) => {
+        if (err instanceof SnapshotError) {
+          if (err.code !== 'ALREADY_EXISTS' && err.code !== 'NOT_FOUND') log({ level: 'info', event: 'request_refused', method, code: err.code, error: err.message });
+          callback({ code: err.grpcCode, details: err.message });
+          return;
+        }
+        log({ level: 'error', event: 'request_failed', method, error: (err as Error)?.message ?? String(err) });
+        callback({ code: grpc.status.INTERNAL, details: (err as Error)?.message ?? 'internal error' });
+      });
+  };
+}
+
+interface KeyRequest { key: string }
+interface PrepareRequest { key: string; parent: string; labels: Record<string, string> }
+interface CommitRequest { name: string; key: string; labels: Record<string, string> }
+interface UpdateRequest { info?: { name: string; labels: Record<string, string> }; update_mask?: { paths: string[] } }
+interface ListRequest { filters: string[] }
+
+export function snapshotsHandlers(snapshotter: Snapshotter, log: Log): grpc.UntypedServiceImplementation {
+  return {
+    Prepare: unary<PrepareRequest, unknown>('Prepare', log, async (r) => wireMounts(await snapshotter.prepare(r.key, r.parent, r.labels ?? {}))),
+    View: unary<PrepareRequest, unknown>('View', log, async (r) => wireMounts(await snapshotter.view(r.key, r.parent, r.labels ?? {}))),
+    Mounts: unary<KeyRequest, unknown>('Mounts', log, (r) => wireMounts(snapshotter.mounts(r.key))),
+    Commit: unary<CommitRequest, unknown>('Commit', log, async (r) => {
+      await snapshotter.commit(r.name, r.key, r.labels ?? {});
+      return {};
+    }),
+    Remove: unary<KeyRequest, unknown>('Remove', log, async (r) => {
+      await snapshotter.remove(r.key);
+      return {};
+    }),
+    Stat: unary<KeyRequest, unknown>('Stat', log, (r) => ({ info: wireInfo(snapshotter.stat(r.key)) })),
+    Update: unary<UpdateRequest, unknown>('Update', log, (r) => {
+      if (!r.info) throw new SnapshotError('INVALID_ARGUMENT', 'Update needs info');
+      return { info: wireInfo(snapshotter.update(r.info.name, r.info.labels ?? {}, r.update_mask?.paths ?? [])) };
+    }),
+    List: (call: grpc.ServerWritableStream<ListRequest, unknown>) => {
+      try {
+        const all = snapshotter.list(call.request.filters ?? []);
+        // Batches keep each message well under gRPC's size limit.
+        for (let i = 0; i < all.length; i += 100) call.write({ info: all.slice(i, i + 100).map(wireInfo) });
+        call.end();
+      } catch (err) {
+        const code = err instanceof SnapshotError ? err.grpcCode : grpc.status.INTERNAL;
+        call.destroy(Object.assign(new Error((err as Error).message), { code }));
+      }
+    },
+    Usage: unary<KeyRequest, unknown>('Usage', log, (r) => snapshotter.usage(r.key)),
+    Cleanup: unary<unknown, unknown>('Cleanup', log, async () => {
+      await snapshotter.cleanup();
+      return {};
+    }),
+  };
+}
+
+/** Serve on a unix socket (a stale socket file from a previous run is replaced). */
+export async function serveSnapshots(snapshotter: Snapshotter, socketPath: string, log: Log): Promise<grpc.Server> {
+  await fs.mkdir(dirname(socketPath), { recursive: true });
+  await fs.rm(socketPath, { force: true });
+  const server = new grpc.Server();
+  server.addService(loadSnapshotsService(), snapshotsHandlers(snapshotter, log));
+  await new Promise<void>((resolve, reject) => {
+    server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
+  });
+  return server;
+}
