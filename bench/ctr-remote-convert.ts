@@ -8,8 +8,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { startContainerd } from '../test/support/containerd-fixture';
-import { buildOciLayout, ociLayoutToArchive } from '../test/support/oci-image';
+import { OciLayout } from '../src/image/oci-layout';
+import { layerFromFile, writeImage } from '../src/image/write-image';
+import { startContainerd } from '../src/sandbox/local-containerd';
 import { BenchLayer } from './bench-layer';
 import { Timing, timeCommand } from './timed-command';
 
@@ -38,8 +39,9 @@ export async function benchCtrRemote(layer: BenchLayer, levels: number[], log: (
   const results: CtrRemoteResult[] = [];
   try {
     const base = 'docker.io/lazypull-bench/layer';
-    await buildOciLayout(join(work, 'oci'), { layers: [{ tarGzPath: layer.tarGzPath }], config: { cmd: ['/bin/true'] }, tag: 'src' });
-    await ociLayoutToArchive(join(work, 'oci'), join(work, 'oci.tar'));
+    await writeImage(new OciLayout(join(work, 'oci'), 'src'), [await layerFromFile(layer.tarGzPath)], { cmd: ['/bin/true'] });
+    // `ctr image import` reads an OCI layout as a tar.
+    await execFileP('tar', ['-C', join(work, 'oci'), '-cf', join(work, 'oci.tar'), 'oci-layout', 'index.json', 'blobs']);
     await containerd.ctr(['image', 'import', '--no-unpack', '--base-name', base, join(work, 'oci.tar')], { timeoutMs: 300_000 });
     await rm(join(work, 'oci'), { recursive: true, force: true });
     await rm(join(work, 'oci.tar'), { force: true });

@@ -23,7 +23,13 @@ export type LazypullErrorCode =
   | 'LAZYPULL_ERR_REGISTRY_STATUS'
   | 'LAZYPULL_ERR_REGISTRY_NETWORK'
   | 'LAZYPULL_ERR_MANIFEST_UNSUPPORTED'
-  | 'LAZYPULL_ERR_IMAGE_LAYOUT';
+  | 'LAZYPULL_ERR_IMAGE_LAYOUT'
+  /** A binary, package or privilege the command needs is missing on this machine. */
+  | 'LAZYPULL_ERR_PREREQUISITE_MISSING'
+  /** A private loopback daemon (registry, containerd) or a command run against it failed. */
+  | 'LAZYPULL_ERR_SANDBOX'
+  /** A lazy read of layer data could not complete (network fault, timeout); a filesystem answers EIO. */
+  | 'LAZYPULL_ERR_READ_FAILED';
 
 export class LazypullError extends Error {
   readonly code: LazypullErrorCode;

@@ -7,6 +7,7 @@ import { Command } from 'commander';
 import { isLazypullError, redact, toError } from '../errors';
 import { convertLayerCommand, tocCommand } from './layer-commands';
 import { convertImageCommand } from './image-commands';
+import { demoCommand } from './demo-command';
 
 function run(action: (...args: any[]) => Promise<void>): (...args: any[]) => Promise<void> {
   return async (...args: any[]) => {
@@ -61,6 +62,13 @@ program
   .description('print the TOC JSON of a local eStargz blob')
   .argument('<blob>')
   .action(run(tocCommand));
+
+program
+  .command('demo')
+  .description('build a sample image, convert it to eStargz into a private loopback registry, read its TOC lazily, run it with a private containerd, clean up (root)')
+  .option('--json', 'print one JSON object with the measured facts, nothing else')
+  .option('--keep', 'keep the temp dir (image, registry storage, containerd root and log) and print where it is')
+  .action(run(demoCommand));
 
 program.parseAsync(process.argv).catch((value) => {
   process.stderr.write(`lazypull: ${redact(toError(value).message)}\n`);

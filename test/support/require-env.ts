@@ -3,8 +3,11 @@
  * Locally a missing prerequisite skips the test with a note; in CI it fails
  * the test, because a green CI run that silently skipped proves nothing.
  */
-import { accessSync, constants, existsSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { findBinary } from '../../src/sandbox/prerequisites';
+
+/** Absolute path of an executable on PATH, or undefined (the product's lookup, shared). */
+export { findBinary };
 
 type SkippableContext = Pick<Mocha.Context, 'skip'>;
 
@@ -13,21 +16,6 @@ function missing(ctx: SkippableContext, what: string): void {
   if (process.env.CI === 'true') throw new Error(`${message} (CI does not skip)`);
   console.log(`      (skipped: ${message})`);
   ctx.skip();
-}
-
-/** Absolute path of an executable on PATH, or undefined. */
-export function findBinary(name: string): string | undefined {
-  const dirs = (process.env.PATH ?? '').split(delimiter).concat(['/usr/sbin', '/sbin']);
-  for (const dir of dirs) {
-    const candidate = join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not in this directory
-    }
-  }
-  return undefined;
 }
 
 export function requireRoot(ctx: SkippableContext): void {
