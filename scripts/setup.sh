@@ -39,7 +39,9 @@ if [ "$node_major" -lt 20 ]; then
   exit 1
 fi
 
-npm ci --no-audit --no-fund
+# `npm install` follows package-lock.json; `npm ci` is not used because npm 11
+# rejects lock files that omit other platforms' optional packages (lmdb's).
+npm install --no-audit --no-fund
 npm run build
 
 if [ "$run_demo" = 1 ]; then
