@@ -7,7 +7,9 @@ import { Command } from 'commander';
 import { isLazypullError, redact, toError } from '../errors';
 import { convertLayerCommand, tocCommand } from './layer-commands';
 import { convertImageCommand } from './image-commands';
+import { mountCommand } from './mount-command';
 import { demoCommand } from './demo-command';
+import { snapshotterCommand } from './snapshotter-command';
 
 function run(action: (...args: any[]) => Promise<void>): (...args: any[]) => Promise<void> {
   return async (...args: any[]) => {
@@ -69,6 +71,41 @@ program
   .option('--json', 'print one JSON object with the measured facts, nothing else')
   .option('--keep', 'keep the temp dir (image, registry storage, containerd root and log) and print where it is')
   .action(run(demoCommand));
+
+program
+  .command('mount')
+  .description('mount one eStargz layer of an image lazily over FUSE (root), in the foreground until SIGINT/SIGTERM; or show a mount\'s status')
+  .argument('[ref]', 'image reference HOST[:PORT]/REPO[:TAG|@DIGEST]')
+  .argument('[layer-digest]', 'digest of the layer (from the image manifest)')
+  .argument('[mountpoint]', 'directory to mount at (created if missing)')
+  .option('--status <mountpoint>', 'print bytes fetched / local / total of a running mount, then exit')
+  .option('--json', 'machine-readable output')
+  .option('--plain-http', 'talk plain HTTP to the registry')
+  .option('--hosts-dir <dir>', 'containerd-style hosts.toml directory (registry mirrors, plain-HTTP origins)')
+  .option('--no-background-fetch', 'fetch only what is read (and the prefetch landmark range)')
+  .option('--no-prefetch', 'skip the landmark prefetch at mount')
+  .option('--no-verify', 'mount a layer without the TOC digest annotation (a TOC that mismatches one is always refused)')
+  .option('--cache-dir <dir>', 'chunk cache directory (default /var/lib/lazypull/cache)')
+  .option('--cache-size <bytes>', 'disk cache limit (default 10 GiB)')
+  .option('--memory-cache-size <bytes>', 'memory cache limit (default 128 MiB)')
+  .option('--state-dir <dir>', 'where mount status files live (default /run/lazypull)')
+  .option('--read-timeout <ms>', 'a file read not served by then fails with EIO (default 30000)')
+  .action(run(mountCommand));
+
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+program
+  .command('snapshotter')
+  .description('run the containerd proxy snapshotter (root): eStargz layers are mounted lazily over FUSE, others fall back to a normal pull')
+  .option('--config <file>', 'TOML configuration (default /etc/lazypull/config.toml, optional)')
+  .option('--root <dir>', 'state directory: metadata, snapshots, mounts (default /var/lib/lazypull)')
+  .option('--address <socket>', 'unix socket for containerd (default /run/lazypull/lazypull.sock)')
+  .option('--plain-http-registry <host:port>', 'a registry spoken to over plain HTTP (repeatable)', collect, [])
+  .option('--hosts-dir <dir>', 'containerd-style hosts.toml directory (registry mirrors)')
+  .option('--no-background-fetch', 'fetch only what containers read (and the prefetch landmark range)')
+  .option('--metrics-address <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
+  .option('--log-level <level>', 'debug, info, warn or error')
+  .action(run(snapshotterCommand));
 
 program.parseAsync(process.argv).catch((value) => {
   process.stderr.write(`lazypull: ${redact(toError(value).message)}\n`);

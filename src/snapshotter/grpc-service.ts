@@ -46,19 +46,28 @@ function wireMounts(mounts: Mount[]): Record<string, unknown> {
 }
 
 type Log = (event: Record<string, unknown>) => void;
+/** Called once per request with its result code ("OK", "NOT_FOUND", ...) and duration. */
+export type Observe = (method: string, code: string, seconds: number) => void;
 
 /** Wrap a handler: result or error goes back to containerd in the form it expects. */
-function unary<Req, Res>(method: string, log: Log, handler: (req: Req) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> {
+function unary<Req, Res>(method: string, log: Log, observe: Observe, handler: (req: Req) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
+    const started = process.hrtime.bigint();
+    const done = (code: string): void => observe(method, code, Number(process.hrtime.bigint() - started) / 1e9);
     Promise.resolve()
       .then(() => handler(call.request))
-      .then((res) => callback(null, res))
+      .then((res) => {
+        done('OK');
+        callback(null, res);
+      })
       .catch((err: unknown) => {
         if (err instanceof SnapshotError) {
+          done(err.code);
           if (err.code !== 'ALREADY_EXISTS' && err.code !== 'NOT_FOUND') log({ level: 'info', event: 'request_refused', method, code: err.code, error: err.message });
           callback({ code: err.grpcCode, details: err.message });
           return;
         }
+        done('INTERNAL');
         log({ level: 'error', event: 'request_failed', method, error: (err as Error)?.message ?? String(err) });
         callback({ code: grpc.status.INTERNAL, details: (err as Error)?.message ?? 'internal error' });
       });
@@ -71,21 +80,21 @@ interface CommitRequest { name: string; key: string; labels: Record<string, stri
 interface UpdateRequest { info?: { name: string; labels: Record<string, string> }; update_mask?: { paths: string[] } }
 interface ListRequest { filters: string[] }
 
-export function snapshotsHandlers(snapshotter: Snapshotter, log: Log): grpc.UntypedServiceImplementation {
+export function snapshotsHandlers(snapshotter: Snapshotter, log: Log, observe: Observe = () => undefined): grpc.UntypedServiceImplementation {
   return {
-    Prepare: unary<PrepareRequest, unknown>('Prepare', log, async (r) => wireMounts(await snapshotter.prepare(r.key, r.parent, r.labels ?? {}))),
-    View: unary<PrepareRequest, unknown>('View', log, async (r) => wireMounts(await snapshotter.view(r.key, r.parent, r.labels ?? {}))),
-    Mounts: unary<KeyRequest, unknown>('Mounts', log, (r) => wireMounts(snapshotter.mounts(r.key))),
-    Commit: unary<CommitRequest, unknown>('Commit', log, async (r) => {
+    Prepare: unary<PrepareRequest, unknown>('Prepare', log, observe, async (r) => wireMounts(await snapshotter.prepare(r.key, r.parent, r.labels ?? {}))),
+    View: unary<PrepareRequest, unknown>('View', log, observe, async (r) => wireMounts(await snapshotter.view(r.key, r.parent, r.labels ?? {}))),
+    Mounts: unary<KeyRequest, unknown>('Mounts', log, observe, (r) => wireMounts(snapshotter.mounts(r.key))),
+    Commit: unary<CommitRequest, unknown>('Commit', log, observe, async (r) => {
       await snapshotter.commit(r.name, r.key, r.labels ?? {});
       return {};
     }),
-    Remove: unary<KeyRequest, unknown>('Remove', log, async (r) => {
+    Remove: unary<KeyRequest, unknown>('Remove', log, observe, async (r) => {
       await snapshotter.remove(r.key);
       return {};
     }),
-    Stat: unary<KeyRequest, unknown>('Stat', log, (r) => ({ info: wireInfo(snapshotter.stat(r.key)) })),
-    Update: unary<UpdateRequest, unknown>('Update', log, (r) => {
+    Stat: unary<KeyRequest, unknown>('Stat', log, observe, (r) => ({ info: wireInfo(snapshotter.stat(r.key)) })),
+    Update: unary<UpdateRequest, unknown>('Update', log, observe, (r) => {
       if (!r.info) throw new SnapshotError('INVALID_ARGUMENT', 'Update needs info');
       return { info: wireInfo(snapshotter.update(r.info.name, r.info.labels ?? {}, r.update_mask?.paths ?? [])) };
     }),
@@ -100,8 +109,8 @@ export function snapshotsHandlers(snapshotter: Snapshotter, log: Log): grpc.Unty
         call.destroy(Object.assign(new Error((err as Error).message), { code }));
       }
     },
-    Usage: unary<KeyRequest, unknown>('Usage', log, (r) => snapshotter.usage(r.key)),
-    Cleanup: unary<unknown, unknown>('Cleanup', log, async () => {
+    Usage: unary<KeyRequest, unknown>('Usage', log, observe, (r) => snapshotter.usage(r.key)),
+    Cleanup: unary<unknown, unknown>('Cleanup', log, observe, async () => {
       await snapshotter.cleanup();
       return {};
     }),
@@ -109,11 +118,11 @@ export function snapshotsHandlers(snapshotter: Snapshotter, log: Log): grpc.Unty
 }
 
 /** Serve on a unix socket (a stale socket file from a previous run is replaced). */
-export async function serveSnapshots(snapshotter: Snapshotter, socketPath: string, log: Log): Promise<grpc.Server> {
+export async function serveSnapshots(snapshotter: Snapshotter, socketPath: string, log: Log, observe?: Observe): Promise<grpc.Server> {
   await fs.mkdir(dirname(socketPath), { recursive: true });
   await fs.rm(socketPath, { force: true });
   const server = new grpc.Server();
-  server.addService(loadSnapshotsService(), snapshotsHandlers(snapshotter, log));
+  server.addService(loadSnapshotsService(), snapshotsHandlers(snapshotter, log, observe));
   await new Promise<void>((resolve, reject) => {
     server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
   });
