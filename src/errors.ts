@@ -29,7 +29,9 @@ export type LazypullErrorCode =
   /** A private loopback daemon (registry, containerd) or a command run against it failed. */
   | 'LAZYPULL_ERR_SANDBOX'
   /** A lazy read of layer data could not complete (network fault, timeout); a filesystem answers EIO. */
-  | 'LAZYPULL_ERR_READ_FAILED';
+  | 'LAZYPULL_ERR_READ_FAILED'
+  /** A CRI call (kubelet's runtime API) failed; `details.grpcStatus` names the gRPC status (NOT_FOUND, DEADLINE_EXCEEDED, ...). */
+  | 'LAZYPULL_ERR_CRI';
 
 export class LazypullError extends Error {
   readonly code: LazypullErrorCode;
