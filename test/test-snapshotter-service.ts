@@ -116,6 +116,8 @@ describe('snapshotter gRPC service', function () {
     assert.deepEqual((await list(client, ['parent==base,kind==active'])).map((i) => i.name).sort(), ['child', 'race']);
     assert.deepEqual((await list(client, ['labels.team=="a b"'])).map((i) => i.name), ['base']);
     assert.deepEqual((await list(client, ['name~=^vi', 'name==race'])).map((i) => i.name).sort(), ['race', 'view']);
+    // containerd looks up a committed base layer with exactly this filter after ALREADY_EXISTS.
+    assert.deepEqual((await list(client, ['labels."team"=="a b",parent==""'])).map((i) => i.name), ['base']);
   });
 
   it('removes snapshots and cleans up directories nobody owns', async function () {

@@ -9,6 +9,7 @@ import { convertLayerCommand, tocCommand } from './layer-commands';
 import { convertImageCommand } from './image-commands';
 import { mountCommand } from './mount-command';
 import { demoCommand } from './demo-command';
+import { pullCommand } from './pull-command';
 import { snapshotterCommand } from './snapshotter-command';
 
 function run(action: (...args: any[]) => Promise<void>): (...args: any[]) => Promise<void> {
@@ -106,6 +107,19 @@ program
   .option('--metrics-address <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
   .option('--log-level <level>', 'debug, info, warn or error')
   .action(run(snapshotterCommand));
+
+program
+  .command('pull')
+  .description('create an image in containerd with its layers prepared through the lazypull snapshotter (eStargz layers mount lazily, others are fetched)')
+  .argument('<ref>', 'image reference HOST[:PORT]/REPO[:TAG|@DIGEST]')
+  .option('--address <sock>', 'containerd socket (default $CONTAINERD_ADDRESS or /run/containerd/containerd.sock)')
+  .option('--namespace <ns>', 'containerd namespace (default $CONTAINERD_NAMESPACE or "default")')
+  .option('--snapshotter <name>', 'containerd snapshotter plugin to prepare layers with (default "lazypull")')
+  .option('--plain-http', 'talk plain HTTP to the registry')
+  .option('--hosts-dir <dir>', 'registry mirrors in containerd\'s hosts.toml layout (<dir>/<registry>/hosts.toml)')
+  .option('--platform <os/arch>', 'platform of a multi-platform image (default: this machine)')
+  .option('--json', 'print one JSON object with the image and each layer\'s digest and mode (lazy, fetched, existing)')
+  .action(run(pullCommand));
 
 program.parseAsync(process.argv).catch((value) => {
   process.stderr.write(`lazypull: ${redact(toError(value).message)}\n`);

@@ -82,7 +82,8 @@ function fieldValue(path: string[], item: { name: string; parent: string; kind: 
   }
   if (rest.length > 0) return undefined;
   if (head === 'name') return item.name;
-  if (head === 'parent') return item.parent || undefined;
+  // containerd treats name and parent as always present: `parent==""` selects base layers.
+  if (head === 'parent') return item.parent;
   if (head === 'kind') return item.kind.toLowerCase();
   return undefined;
 }
