@@ -173,6 +173,23 @@ describe('snapshotter daemon with remote layers', function () {
     assert.ok(again.mounts.length === 1);
   });
 
+  it('starts the following layers early from cri.image-layers and adopts them on their Prepare', async function () {
+    const ref2 = `${registry.host}/remote/app:v2`;
+    await runCliOk(['convert', `oci:${join(dir, 'oci')}:v1`, ref2, '--plain-http', '--level', '1']);
+    const all = layers.map((l) => l.digest).join(',');
+    const before = (await fuseMountsUnder(dir)).length;
+    const first = { ...labelsFor(ref2, layers[0], 'ahead-0'), 'containerd.io/snapshot/cri.image-layers': all };
+    await assert.rejects(call(client!, 'Prepare', { key: 'ahead-extract-0', parent: '', labels: first }), (err: grpc.ServiceError) => err.code === grpc.status.ALREADY_EXISTS);
+    // The second layer's server was started with the first: wait until it is up.
+    const deadline = Date.now() + 20_000;
+    while ((await fuseMountsUnder(dir)).length < before + layers.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await fuseMountsUnder(dir)).length, before + layers.length, 'every layer of the image is mounted after the first Prepare');
+    const second = { ...labelsFor(ref2, layers[1], 'ahead-1'), 'containerd.io/snapshot/cri.image-layers': layers.slice(1).map((l) => l.digest).join(',') };
+    await assert.rejects(call(client!, 'Prepare', { key: 'ahead-extract-1', parent: 'ahead-0', labels: second }), (err: grpc.ServiceError) => err.code === grpc.status.ALREADY_EXISTS);
+    assert.equal((await fuseMountsUnder(dir)).length, before + layers.length, 'the early mount was adopted, not mounted again');
+    assert.equal((await call(client!, 'Stat', { key: 'ahead-1' })).info.parent, 'ahead-0');
+  });
+
   it('unmounts a remote layer when its snapshot is removed', async function () {
     await call(client!, 'Remove', { key: 'container-view' });
     await call(client!, 'Remove', { key: 'view-after-restart' });

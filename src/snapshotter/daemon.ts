@@ -45,11 +45,13 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   const snapshotter = await Snapshotter.open({
     root: config.root,
     remote: {
-      mount: async (labels, mountpoint) => {
-        const source = await remote.mount(labels, mountpoint);
-        metrics.remoteMounts.inc({ result: source ? 'mounted' : 'fallback' });
+      mount: async (labels, mountpoint, opts) => {
+        const source = await remote.mount(labels, mountpoint, opts);
+        metrics.remoteMounts.inc({ result: source ? (opts?.ahead ? 'mounted_ahead' : 'mounted') : 'fallback' });
         return source;
       },
+      layerKey: (labels) => remote.layerKey(labels),
+      upcoming: (labels) => remote.upcoming(labels),
       remount: (source, mountpoint) => remote.remount(source, mountpoint),
       unmount: (mountpoint) => remote.unmount(mountpoint),
     },

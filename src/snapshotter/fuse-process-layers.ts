@@ -23,6 +23,8 @@ export const LABEL_CRI_IMAGE_REF = 'containerd.io/snapshot/cri.image-ref';
 export const LABEL_CRI_LAYER_DIGEST = 'containerd.io/snapshot/cri.layer-digest';
 export const LABEL_IMAGE_REF = 'containerd.io/snapshot/lazypull.image-ref';
 export const LABEL_LAYER_DIGEST = 'containerd.io/snapshot/lazypull.layer-digest';
+/** CRI: digests of this layer and the ones after it, comma-separated (possibly cut short). */
+export const LABEL_CRI_IMAGE_LAYERS = 'containerd.io/snapshot/cri.image-layers';
 
 export interface FuseProcessLayersOptions {
   /** The lazypull CLI entry point (dist/src/cli/main.js). */
@@ -62,17 +64,37 @@ function alive(pid: number): boolean {
 export class FuseProcessLayers implements RemoteLayers {
   constructor(private readonly opts: FuseProcessLayersOptions) {}
 
-  async mount(labels: Record<string, string>, mountpoint: string): Promise<RemoteLayerSource | undefined> {
+  layerKey(labels: Record<string, string>): string | undefined {
+    const layer = layerFromLabels(labels);
+    return layer ? `${layer.imageRef} ${layer.layerDigest}` : undefined;
+  }
+
+  upcoming(labels: Record<string, string>): Array<Record<string, string>> {
+    const layer = layerFromLabels(labels);
+    const list = (labels[LABEL_CRI_IMAGE_LAYERS] ?? '').split(',').map((d) => d.trim()).filter(Boolean);
+    const at = layer ? list.indexOf(layer.layerDigest) : -1;
+    if (!layer || at < 0) return [];
+    return list.slice(at + 1).map((digest) => ({
+      [LABEL_CRI_IMAGE_REF]: layer.imageRef,
+      [LABEL_CRI_LAYER_DIGEST]: digest,
+      [LABEL_CRI_IMAGE_LAYERS]: list.slice(list.indexOf(digest)).join(','),
+    }));
+  }
+
+  async mount(labels: Record<string, string>, mountpoint: string, opts: { ahead?: boolean } = {}): Promise<RemoteLayerSource | undefined> {
     const layer = layerFromLabels(labels);
     if (!layer) return undefined;
     const tocDigest = labels[TOC_DIGEST_ANNOTATION];
     // Without the annotation the TOC cannot be verified: let containerd pull the layer instead.
-    if (!tocDigest && this.opts.requireTocDigest) {
+    // (A layer mounted ahead has no labels yet; its server checks the manifest's annotation itself.)
+    if (!tocDigest && this.opts.requireTocDigest && !opts.ahead) {
       this.opts.log({ level: 'info', event: 'remote_layer_skipped', layer: layer.layerDigest, reason: 'no TOC digest annotation' });
       return undefined;
     }
-    const source: RemoteLayerSource = { ...layer, tocDigest };
-    return (await this.spawnServer(source, mountpoint)) ? source : undefined;
+    if (!(await this.spawnServer({ ...layer, tocDigest }, mountpoint))) return undefined;
+    // The TOC digest the server verified, for restarts and for matching a later Prepare.
+    const verified = await readMountStatus(this.opts.stateDir, mountpoint).then((st) => st.tocDigest, () => tocDigest);
+    return { ...layer, tocDigest: verified ?? tocDigest };
   }
 
   async remount(source: RemoteLayerSource, mountpoint: string): Promise<void> {

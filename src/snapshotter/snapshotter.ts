@@ -23,6 +23,11 @@ export interface Mount {
 }
 
 export const LABEL_TARGET_REF = 'containerd.io/snapshot.ref';
+const TOC_DIGEST_LABEL = 'containerd.io/snapshot/stargz/toc.digest';
+/** How many following layers to start mounting while one is prepared. */
+const MAX_LAYERS_AHEAD = 3;
+/** A layer mounted ahead that containerd never asks for is dropped after this long. */
+const STAGED_MOUNT_TTL_MS = 10 * 60 * 1000;
 export const LABEL_REMOTE = 'containerd.io/snapshot/remote';
 
 /** A source of lazily mounted layers (the FUSE filesystem). */
@@ -32,7 +37,11 @@ export interface RemoteLayers {
    * undefined when it cannot be served lazily (not eStargz, TOC refused,
    * not enough information): containerd then downloads and unpacks it.
    */
-  mount(labels: Record<string, string>, mountpoint: string): Promise<RemoteLayerSource | undefined>;
+  mount(labels: Record<string, string>, mountpoint: string, opts?: { ahead?: boolean }): Promise<RemoteLayerSource | undefined>;
+  /** Identity of the layer the labels name, to match a mount started ahead of its Prepare. */
+  layerKey(labels: Record<string, string>): string | undefined;
+  /** Labels of the layers likely to be prepared next (CRI's cri.image-layers), to start early. */
+  upcoming(labels: Record<string, string>): Array<Record<string, string>>;
   /** Mount a layer again after a restart. */
   remount(source: RemoteLayerSource, mountpoint: string): Promise<void>;
   unmount(mountpoint: string): Promise<void>;
@@ -67,6 +76,8 @@ export class Snapshotter {
   private readonly log: (event: Record<string, unknown>) => void;
   /** Directories being set up whose metadata is not committed yet: Cleanup must leave them alone. */
   private readonly creating = new Set<string>();
+  /** Layer servers started ahead of their Prepare, by layer key. */
+  private readonly staged = new Map<string, { id: string; mounted: Promise<RemoteLayerSource | undefined>; expiry: NodeJS.Timeout }>();
 
   private constructor(private readonly opts: SnapshotterOptions, store: MetadataStore) {
     this.store = store;
@@ -148,29 +159,75 @@ export class Snapshotter {
 
   /** Try to serve a layer lazily; true when the target snapshot now exists as a remote layer. */
   private async prepareRemote(target: string, parent: string, labels: Record<string, string>): Promise<boolean> {
-    const id = randomBytes(8).toString('hex');
-    this.creating.add(id);
+    const remote = this.opts.remote!;
+    // Start the next layers' servers now: their TOCs are fetched while this one mounts.
+    for (const next of remote.upcoming(labels).slice(0, MAX_LAYERS_AHEAD)) this.stage(next);
+    const key = remote.layerKey(labels);
+    const staged = key !== undefined ? this.staged.get(key) : undefined;
+    let id: string;
+    let mounted: Promise<RemoteLayerSource | undefined>;
+    if (staged && key) {
+      this.staged.delete(key);
+      clearTimeout(staged.expiry);
+      ({ id, mounted } = staged);
+    } else {
+      id = randomBytes(8).toString('hex');
+      this.creating.add(id);
+      mounted = this.startMount(id, labels, false);
+    }
     try {
-      return await this.mountRemote(id, target, parent, labels);
+      const source = await mounted;
+      if (!source) {
+        await fs.rm(join(this.snapshotsDir, id), { recursive: true, force: true });
+        return false;
+      }
+      if (labels[TOC_DIGEST_LABEL] && source.tocDigest && labels[TOC_DIGEST_LABEL] !== source.tocDigest) {
+        // Mounted ahead with the TOC the manifest named; containerd expects another one.
+        await remote.unmount(this.fsDir(id)).catch(() => undefined);
+        await fs.rm(join(this.snapshotsDir, id), { recursive: true, force: true });
+        return false;
+      }
+      return await this.commitRemote(id, target, parent, labels, source);
     } finally {
       this.creating.delete(id);
     }
   }
 
-  private async mountRemote(id: string, target: string, parent: string, labels: Record<string, string>): Promise<boolean> {
-    const remote = this.opts.remote!;
+  private async startMount(id: string, labels: Record<string, string>, ahead: boolean): Promise<RemoteLayerSource | undefined> {
     const mountpoint = this.fsDir(id);
     await fs.mkdir(mountpoint, { recursive: true, mode: 0o755 });
-    let source: RemoteLayerSource | undefined;
     try {
-      source = await remote.mount(labels, mountpoint);
+      return await this.opts.remote!.mount(labels, mountpoint, { ahead });
     } catch (err) {
-      this.log({ event: 'remote_mount_failed', target, error: (err as Error).message });
+      this.log({ event: 'remote_mount_failed', layer: this.opts.remote!.layerKey(labels), error: (err as Error).message });
+      return undefined;
     }
-    if (!source) {
-      await fs.rm(join(this.snapshotsDir, id), { recursive: true, force: true });
-      return false;
-    }
+  }
+
+  /** Mount a layer before containerd asks for it; unclaimed mounts are dropped after a while. */
+  private stage(labels: Record<string, string>): void {
+    const remote = this.opts.remote!;
+    const key = remote.layerKey(labels);
+    if (!key || this.staged.has(key)) return;
+    const id = randomBytes(8).toString('hex');
+    this.creating.add(id);
+    const mounted = this.startMount(id, labels, true);
+    const expiry = setTimeout(() => {
+      if (this.staged.get(key)?.id !== id) return;
+      this.staged.delete(key);
+      void mounted.then(async (source) => {
+        if (source) await remote.unmount(this.fsDir(id)).catch(() => undefined);
+        await fs.rm(join(this.snapshotsDir, id), { recursive: true, force: true });
+        this.creating.delete(id);
+      });
+    }, STAGED_MOUNT_TTL_MS);
+    expiry.unref();
+    this.staged.set(key, { id, mounted, expiry });
+  }
+
+  private async commitRemote(id: string, target: string, parent: string, labels: Record<string, string>, source: RemoteLayerSource): Promise<boolean> {
+    const remote = this.opts.remote!;
+    const mountpoint = this.fsDir(id);
     try {
       this.store.transact((tx) => {
         if (tx.get(target)) throw new SnapshotError('ALREADY_EXISTS', `target snapshot ${target} already exists`);
