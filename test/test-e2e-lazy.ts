@@ -102,6 +102,30 @@ describe('containers start lazily from eStargz images', function () {
       assert.ok(share.fetched / share.total < 0.2, `fetched ${share.fetched} of ${share.total} bytes`);
       console.log(`      fetched ${(share.fetched / 1024).toFixed(0)} KiB of ${(share.total / 1024).toFixed(0)} KiB (${((100 * share.fetched) / share.total).toFixed(1)}%)`);
     });
+
+    it('keeps a running container reading across kill -9 of the daemon, and starts new ones after its restart', async function () {
+      const ref = `${registry!.host}/e2e/lazy:v1`;
+      const c = containerd!;
+      await c.ctr(['run', '-d', '--snapshotter', 'lazypull', '--runc-root', c.runcRoot, ref, 'reader']);
+      const read = async (path: string): Promise<string> => (await c.ctr(['task', 'exec', '--exec-id', `x${Date.now()}`, 'reader', '/bin/sha256sum', path])).stdout.split(' ')[0];
+      const before = await read('/app/unused-1.bin');
+      await snapshotter!.kill();
+      // The daemon is gone; the layer servers are not: unread data still comes from the registry.
+      const during = await read('/app/unused-2.bin');
+      assert.match(during, /^[0-9a-f]{64}$/);
+      await snapshotter!.restart();
+      assert.equal(await read('/app/unused-1.bin'), before);
+      // containerd reconnects to the proxy socket with a backoff of a few seconds, as a kubelet's retry would.
+      let fresh = { stdout: '', stderr: '', code: -1 };
+      for (let attempt = 0; attempt < 30 && fresh.code !== 0; attempt++) {
+        if (attempt > 0) await new Promise((r) => setTimeout(r, 500));
+        fresh = await c.ctr(['run', '--rm', '--snapshotter', 'lazypull', '--runc-root', c.runcRoot, ref, `after-restart-${attempt}`, '/bin/cat', '/app/hello.txt'], { check: false });
+      }
+      assert.equal(fresh.stdout, HELLO_TEXT, fresh.stderr);
+      await c.ctr(['task', 'kill', '-s', 'SIGKILL', 'reader']);
+      await c.ctr(['task', 'delete', '-f', 'reader'], { check: false });
+      await c.ctr(['container', 'delete', 'reader']);
+    });
   });
 
   describe('through the CRI (containerd CRI plugin with snapshotter = "lazypull")', function () {

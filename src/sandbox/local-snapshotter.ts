@@ -37,6 +37,8 @@ export interface LocalSnapshotter {
   mountStatuses(): Promise<MountStatus[]>;
   /** Kill the daemon alone (the layer servers keep running), as a crash would. */
   kill(): Promise<void>;
+  /** Start the daemon again on the same root and socket. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -81,7 +83,7 @@ export async function startLocalSnapshotter(opts: LocalSnapshotterOptions): Prom
       const log = await fs.readFile(logPath, 'utf8').catch(() => '');
       const starts = log.split('\n').filter((l) => l.includes('"event":"started"')).length;
       if (starts > restarts) break;
-      if (child.exitCode !== null || Date.now() > deadline) {
+      if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
         throw new LazypullError('LAZYPULL_ERR_SANDBOX', `lazypull snapshotter did not start:\n${log.slice(-2000)}`);
       }
       await new Promise((r) => setTimeout(r, 50));
@@ -146,6 +148,10 @@ export async function startLocalSnapshotter(opts: LocalSnapshotterOptions): Prom
         child.kill('SIGKILL');
         await waitExit(child, 5_000);
       }
+    },
+    async restart() {
+      if (child && child.exitCode === null && child.signalCode === null) throw new LazypullError('LAZYPULL_ERR_SANDBOX', 'the snapshotter is still running');
+      await spawnDaemon();
     },
     stop,
   };
