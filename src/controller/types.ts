@@ -1,0 +1,146 @@
+/**
+ * The in-place upgrade controller's vocabulary, shared by the spec parser,
+ * the rollout planner (pure: which pods, in what order, how many at once)
+ * and the runtime adapters (CRI today, a Kubernetes API adapter later).
+ * Field meanings follow OpenKruise's CloneSet.
+ */
+
+export type UpdateStrategyType = 'ReCreate' | 'InPlaceIfPossible' | 'InPlaceOnly';
+
+/** An int or a percentage string ("20%"), as in Kubernetes' IntOrString. */
+export type IntOrPercent = number | string;
+
+export interface ExecProbe {
+  command: string[];
+  initialDelaySeconds: number;
+  periodSeconds: number;
+  timeoutSeconds: number;
+  successThreshold: number;
+  failureThreshold: number;
+}
+
+export interface ContainerSpec {
+  name: string;
+  image: string;
+  command?: string[];
+  args?: string[];
+  env?: Array<{ name: string; value: string }>;
+  ports?: Array<{ containerPort: number; protocol?: 'TCP' | 'UDP'; name?: string }>;
+  readinessProbe?: { exec: ExecProbe };
+}
+
+export interface PodTemplate {
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  containers: ContainerSpec[];
+}
+
+/** `weightPriority`: pods matching a selector get its weight (higher goes first). */
+export interface WeightPriority {
+  weight: number;
+  matchSelector: { matchLabels: Record<string, string> };
+}
+
+/** `orderPriority`: pods ordered by the integer value of a label (smaller goes first). */
+export interface OrderPriority {
+  orderedKey: string;
+}
+
+export interface PriorityStrategy {
+  weightPriority?: WeightPriority[];
+  orderPriority?: OrderPriority[];
+}
+
+/** Spread updates across pods with these label values (e.g. zone), so no value is updated all at once. */
+export type ScatterStrategy = Array<{ key: string; value: string }>;
+
+export interface UpdateStrategy {
+  type: UpdateStrategyType;
+  /** Pods to keep on the old revision (int or %). */
+  partition: IntOrPercent;
+  maxUnavailable: IntOrPercent;
+  maxSurge: IntOrPercent;
+  paused: boolean;
+  priorityStrategy?: PriorityStrategy;
+  scatterStrategy?: ScatterStrategy;
+  inPlaceUpdateStrategy: { gracePeriodSeconds: number };
+}
+
+export interface CloneSetSpec {
+  name: string;
+  replicas: number;
+  selector: { matchLabels: Record<string, string> };
+  template: PodTemplate;
+  updateStrategy: UpdateStrategy;
+}
+
+/** The condition an in-place update flips while a pod is being upgraded. */
+export const IN_PLACE_UPDATE_READY = 'InPlaceUpdateReady';
+
+export interface ContainerState {
+  name: string;
+  containerId: string;
+  image: string;
+  /** Image reference as the runtime reports it (repo digest); changes when the image changes. */
+  imageRef: string;
+  running: boolean;
+  /** Nanoseconds since the epoch, as the CRI reports it. */
+  startedAt: number;
+  ready: boolean;
+  restartCount: number;
+}
+
+export interface PodState {
+  name: string;
+  /** Revision hash of the template the pod runs. */
+  revision: string;
+  sandboxId: string;
+  ip: string;
+  labels: Record<string, string>;
+  containers: ContainerState[];
+  /** Every container running and passing its readiness probe. */
+  containersReady: boolean;
+  /** The InPlaceUpdateReady readiness gate; false while an in-place update is under way. */
+  inPlaceUpdateReady: boolean;
+  /** Being deleted (ReCreate, scale-down, surge clean-up). */
+  terminating: boolean;
+  createdAt: number;
+}
+
+/** Ready = serving: containers ready and the readiness gate open. */
+export function podReady(pod: PodState): boolean {
+  return pod.containersReady && pod.inPlaceUpdateReady && !pod.terminating;
+}
+
+/** What the planner asks the controller to do next. */
+export type RolloutAction =
+  | { kind: 'create'; revision: string; name: string }
+  | { kind: 'delete'; pod: string }
+  | { kind: 'updateInPlace'; pod: string; toRevision: string }
+  | { kind: 'recreate'; pod: string; toRevision: string };
+
+export interface RolloutStatus {
+  replicas: number;
+  readyReplicas: number;
+  updatedReplicas: number;
+  updatedReadyReplicas: number;
+  updateRevision: string;
+  currentRevision: string;
+  /** Why the rollout is not progressing, when it is not. */
+  message?: string;
+}
+
+/**
+ * What the controller needs from a node runtime. The CRI adapter talks to
+ * containerd's CRI plugin; a Kubernetes adapter would patch Pods instead.
+ */
+export interface PodRuntime {
+  /** Pull images ahead of time (pre-warming). */
+  pullImage(image: string): Promise<string>;
+  createPod(name: string, template: PodTemplate, revision: string, labels: Record<string, string>): Promise<PodState>;
+  /** Replace only the named containers with the template's, in the same sandbox. */
+  updateContainersInPlace(pod: PodState, template: PodTemplate, changed: string[], revision: string): Promise<PodState>;
+  deletePod(pod: PodState, gracePeriodSeconds: number): Promise<void>;
+  /** Current state of every pod of the set, probes evaluated. */
+  listPods(selector: Record<string, string>): Promise<PodState[]>;
+}
