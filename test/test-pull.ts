@@ -25,6 +25,7 @@ import { startContainerd, type Containerd } from './support/containerd-fixture';
 import { buildBusyboxImage, HELLO_TEXT } from './support/oci-image';
 import { startRegistry, type RegistryFixture } from './support/registry-fixture';
 import { requireBinary, requireFile, requireFuse, requireRoot } from './support/require-env';
+import { isProcessAlive as alive } from '../src/util/process-alive';
 
 const execFileP = promisify(execFile);
 const REPO_ROOT = join(__dirname, '..', '..');
@@ -91,14 +92,6 @@ const { serveSnapshots } = require(repo + '/dist/src/snapshotter/grpc-service');
 })().catch((err) => { console.error(err); process.exit(1); });
 `;
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
   if (child.exitCode !== null || child.signalCode !== null) return true;

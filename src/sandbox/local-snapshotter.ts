@@ -13,6 +13,7 @@ import { LazypullError } from '../errors';
 import { listMounts } from '../fs/fuse-mount';
 import type { MountStatus } from '../fs/mount-status';
 import { cleanupOnExit } from './exit-cleanup';
+import { isProcessAlive as alive } from '../util/process-alive';
 
 const execFileP = promisify(execFile);
 
@@ -42,14 +43,6 @@ export interface LocalSnapshotter {
   stop(): Promise<void>;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function waitExit(child: ChildProcess, ms: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;

@@ -17,6 +17,7 @@ import { parseReference } from '../registry/reference';
 import type { Logger } from '../util/json-log';
 import type { RemoteLayerSource } from './metadata-store';
 import type { RemoteLayers } from './snapshotter';
+import { isProcessAlive as alive } from '../util/process-alive';
 
 /** Labels that say which layer to mount: CRI's, and the ones `lazypull pull` sets. */
 export const LABEL_CRI_IMAGE_REF = 'containerd.io/snapshot/cri.image-ref';
@@ -52,14 +53,6 @@ export function layerFromLabels(labels: Record<string, string>): { imageRef: str
   return { imageRef, layerDigest };
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 export class FuseProcessLayers implements RemoteLayers {
   constructor(private readonly opts: FuseProcessLayersOptions) {}
