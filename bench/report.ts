@@ -56,16 +56,17 @@ export function renderTerminal(r: BenchResults): string {
   return [`layer: ${mb(r.layer.tarSize)} MB tar, ${mb(r.layer.gzSize)} MB gz, ${r.layer.entries} entries`, '', conv, ...r.missing.map((m) => `(${m})`), '', codec].join('\n');
 }
 
+/** The conversion section of docs/benchmarks.md. */
 export function renderMarkdown(r: BenchResults): string {
   const cpu = cpus();
-  return `# Benchmarks
+  return `## Conversion
 
 Measured by \`${r.command}\` on ${r.date.toISOString().slice(0, 10)} (${r.date.toISOString()}).
 Machine: ${cpu.length} cores (${cpu[0]?.model.trim() ?? 'unknown CPU'}), Node ${process.version}; ${Object.entries(r.versions)
     .map(([k, v]) => `${k} ${v}`)
     .join(', ')}.
 
-## eStargz conversion of one layer
+### eStargz conversion of one layer
 
 Input: one layer built from this machine's system files (\`/usr/bin\`, \`/usr/lib\`, \`/usr/share\` …, no network):
 ${mb(r.layer.tarSize)} MB uncompressed tar, ${mb(r.layer.gzSize)} MB as \`gzip -6\`, ${r.layer.entries} entries. Both converters read the
@@ -82,7 +83,7 @@ ctr-remote's at the same level: above 1 means lazypull is faster.
 ${table(['converter', 'level', 'wall s', 'MB/s', 'CPU s', 'output MB', 'lazypull/ctr-remote'], convertRows(r))}
 ${r.missing.map((m) => `\n_${m}_`).join('')}
 
-## Codec micro-benchmark: node:zlib vs pako
+### Codec micro-benchmark: node:zlib vs pako
 
 The first ${mb(r.codecSampleBytes)} MB of the same uncompressed layer, compressed and decompressed in memory in one thread,
 best of 3. MB/s of uncompressed data; zlib/pako above 1 means node:zlib is faster.
@@ -92,10 +93,11 @@ ${table(
     r.codecs.map((c) => [c.operation, c.zlibMBps.toFixed(1), c.pakoMBps.toFixed(1), c.ratio.toFixed(2), c.note]),
   )}
 
-## Reproduce
+### Reproduce
 
 \`\`\`sh
-npm run bench    # = npm run build && node dist/bench/run.js
+npm run bench    # = npm run build && node dist/bench/run.js (conversion, then cold start)
+node dist/bench/run.js convert   # the conversion benchmarks alone
 \`\`\`
 Needs root (a private containerd for ctr-remote), \`containerd\`, \`ctr\` and \`ctr-remote\` (Debian \`stargz-snapshotter\`).
 The input layer is cached in \`$TMPDIR/lazypull-bench-cache\` (override with \`LAZYPULL_BENCH_CACHE\`); the first run builds it.

@@ -1,13 +1,18 @@
 /**
  * `npm run bench`: eStargz conversion throughput of lazypull against the
  * reference converter on a realistic 200+ MB layer, plus the gzip codec
- * micro-benchmark. Prints a table and rewrites docs/benchmarks.md.
+ * micro-benchmark, then the headline cold-start benchmark (time to a
+ * container's first output, lazypull against a full pull). Prints tables and
+ * rewrites each benchmark's section of docs/benchmarks.md.
+ *
+ * `node dist/bench/run.js [convert] [cold-start]` runs only those.
  */
 import { execFile } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ensureBenchLayer, layerSample } from './bench-layer';
+import { BENCHMARKS_DOC, updateBenchmarksDoc } from './benchmarks-doc';
+import { benchColdStart, coldStartAvailable } from './cold-start';
+import { renderColdStartMarkdown, renderColdStartTerminal } from './cold-start-report';
 import { benchCtrRemote, ctrRemoteAvailable } from './ctr-remote-convert';
 import { benchCodecs } from './gzip-micro';
 import { benchLazypull, lazypullAvailable } from './lazypull-convert';
@@ -43,7 +48,10 @@ async function fastest<T extends { level: number; wallSec: number }>(repeat: num
   return bestRows;
 }
 
-async function main(): Promise<void> {
+const SUITES = ['convert', 'cold-start'] as const;
+type Suite = (typeof SUITES)[number];
+
+async function convertSuite(): Promise<void> {
   const repeat = Math.max(1, Number(process.env.LAZYPULL_BENCH_REPEAT ?? '1'));
   const layer = await ensureBenchLayer(log);
   log(`layer: ${(layer.tarSize / 1e6).toFixed(1)} MB uncompressed, ${(layer.gzSize / 1e6).toFixed(1)} MB gz`);
@@ -80,9 +88,29 @@ async function main(): Promise<void> {
     },
   };
   process.stdout.write(renderTerminal(results) + '\n');
-  const doc = join(__dirname, '..', '..', 'docs', 'benchmarks.md');
-  await writeFile(doc, renderMarkdown(results));
-  log(`wrote ${doc}`);
+  await updateBenchmarksDoc('conversion', renderMarkdown(results));
+  log(`wrote the conversion section of ${BENCHMARKS_DOC}`);
+}
+
+async function coldStartSuite(): Promise<void> {
+  const missing = coldStartAvailable();
+  if (missing !== undefined) throw new Error(`cold-start benchmark not run: ${missing}`);
+  log('cold start: time to first output, full pull vs lazypull ...');
+  const results = await benchColdStart(log);
+  process.stdout.write(renderColdStartTerminal(results) + '\n');
+  await updateBenchmarksDoc('cold-start', renderColdStartMarkdown(results));
+  log(`wrote the cold-start section of ${BENCHMARKS_DOC}`);
+}
+
+async function main(): Promise<void> {
+  const asked = process.argv.slice(2);
+  const unknown = asked.filter((a) => !(SUITES as readonly string[]).includes(a));
+  if (unknown.length > 0) throw new Error(`unknown benchmark ${unknown.join(', ')}: choose from ${SUITES.join(', ')}`);
+  const suites: Suite[] = asked.length > 0 ? SUITES.filter((s) => asked.includes(s)) : [...SUITES];
+  for (const suite of suites) {
+    if (suite === 'convert') await convertSuite();
+    else await coldStartSuite();
+  }
 }
 
 main().catch((err: unknown) => {

@@ -18,7 +18,7 @@ fi
 PACKAGES=(
   containerd runc containernetworking-plugins docker-registry
   libfuse2 fuse3 skopeo busybox-static debootstrap stargz-snapshotter
-  apache2-utils openssl attr iproute2 tar gzip python3
+  apache2-utils openssl attr iproute2 tar gzip python3 strace
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -25,7 +25,7 @@ export async function demoCommand(flags: DemoFlags): Promise<void> {
       process.exit(EXIT_CODE_BY_SIGNAL[signal] ?? 1);
     }
     interrupted = signal;
-    process.stderr.write(`lazypull demo: ${signal}, stopping containerd and the registry ...\n`);
+    process.stderr.write(`lazypull demo: ${signal}, stopping containerd, the lazypull snapshotter and the registry ...\n`);
     // Stopping the daemons makes the running step fail fast; runDemo then removes its dir.
     void teardown.run();
   };

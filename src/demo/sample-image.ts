@@ -1,9 +1,9 @@
 /**
  * The demo's sample image, built without network as an OCI layout:
  * layer 1 is a static busybox with a few applets and /etc/passwd, layer 2 an
- * "app" whose command prints /app/hello.txt and that also ships a few MB of
+ * "app" whose command prints /app/hello.txt and that also ships 24 MiB of
  * data files it never reads, the usual shape of a real image, and what
- * lazy pulling saves.
+ * lazy pulling saves: a lazy run fetches a few percent of the image.
  */
 import { createCipheriv, createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -17,7 +17,7 @@ export const BUSYBOX_PATH = '/bin/busybox';
 export const GREETING = 'Hello from lazypull: this line came from /app/hello.txt in an eStargz layer.\n';
 export const SAMPLE_CMD = ['/bin/sh', '-c', 'cat /app/hello.txt'];
 const APPLETS = ['sh', 'cat', 'echo', 'ls', 'sleep'];
-const DATA_FILES = 4;
+const DATA_FILES = 24;
 const DATA_FILE_BYTES = 1 << 20;
 /** Fixed times and contents: the same build gives the same digests. */
 const MTIME = new Date(1_700_000_000 * 1000);

@@ -1,0 +1,38 @@
+/**
+ * docs/benchmarks.md is made of sections, each rewritten only by the
+ * benchmark that measures it (`node dist/bench/run.js cold-start` leaves the
+ * conversion numbers alone, and the other way round). Sections sit between
+ * `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in a fixed order.
+ */
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export const SECTIONS = ['cold-start', 'conversion'] as const;
+export type SectionName = (typeof SECTIONS)[number];
+
+export const BENCHMARKS_DOC = join(__dirname, '..', '..', 'docs', 'benchmarks.md');
+const TITLE = '# Benchmarks';
+
+function parse(text: string): Map<SectionName, string> {
+  const sections = new Map<SectionName, string>();
+  for (const name of SECTIONS) {
+    const m = new RegExp(`<!-- bench:${name} -->\\n([\\s\\S]*?)\\n?<!-- /bench:${name} -->`).exec(text);
+    if (m) sections.set(name, m[1]!.trim());
+  }
+  // A document from before the sections held the conversion benchmark alone.
+  if (sections.size === 0 && text.startsWith(TITLE)) sections.set('conversion', text.slice(TITLE.length).trim());
+  return sections;
+}
+
+/** Replace one section of the document, keeping the others. */
+export async function updateBenchmarksDoc(name: SectionName, body: string, path = BENCHMARKS_DOC): Promise<void> {
+  const sections = existsSync(path) ? parse(await readFile(path, 'utf8')) : new Map<SectionName, string>();
+  sections.set(name, body.trim());
+  const parts = [TITLE, ''];
+  for (const section of SECTIONS) {
+    const text = sections.get(section);
+    if (text !== undefined) parts.push(`<!-- bench:${section} -->`, text, `<!-- /bench:${section} -->`, '');
+  }
+  await writeFile(path, parts.join('\n'));
+}

@@ -1,0 +1,320 @@
+/**
+ * The headline benchmark: time from "run this image" on an empty node
+ * (fresh containerd root, empty lazypull cache) to the container's first
+ * output, for a realistic image (Debian bookworm minbase + python3):
+ *
+ * - full:  `ctr image pull --plain-http` of the plain gzip image, then `ctr run`
+ *          (containerd's overlayfs snapshotter downloads and unpacks everything);
+ * - lazy:  `lazypull pull` of the eStargz image through the lazypull snapshotter
+ *          (background fetch off), then `ctr run --snapshotter lazypull`.
+ *
+ * Both read from the same loopback registry. Every repetition starts its own
+ * containerd (and, for lazy, its own snapshotter daemon with an empty cache)
+ * and stops everything afterwards: daemons, layer servers, mounts.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { measureFetched, type FetchFacts, type PulledLayerFacts } from '../src/demo/fetched-share';
+import { leftoverLayerServers, requireFuse, sweepLayerServers } from '../src/demo/layer-servers';
+import { readBlobToc } from '../src/format/toc-reader';
+import { OciLayout } from '../src/image/oci-layout';
+import { RegistryRepository } from '../src/image/registry-repository';
+import { layerFromFile, writeImage } from '../src/image/write-image';
+import { RegistryClient } from '../src/registry/client';
+import { parseReference } from '../src/registry/reference';
+import { RemoteBlob } from '../src/registry/remote-blob';
+import { startContainerd, type Containerd } from '../src/sandbox/local-containerd';
+import { startLocalRegistry, type LocalRegistry } from '../src/sandbox/local-registry';
+import { startLocalSnapshotter, type LocalSnapshotter } from '../src/sandbox/local-snapshotter';
+import { requireBinary, requireRoot } from '../src/sandbox/prerequisites';
+import { LAZYPULL_CLI } from './lazypull-convert';
+import { ensurePythonRootfs, prioritizedFiles, PYTHON_COMMAND, PYTHON_OUTPUT, type PythonRootfs } from './python-rootfs';
+
+const execFileP = promisify(execFile);
+const SNAPSHOTTER = 'lazypull';
+
+export interface ColdStartRun {
+  mode: 'full' | 'lazy';
+  repetition: number;
+  /** The pull command alone. */
+  pullSeconds: number;
+  /** From the start of the pull to the container's first byte of output: the headline. */
+  firstOutputSeconds: number;
+  /** From the start of the pull to `ctr run` exiting. */
+  totalSeconds: number;
+  output: string;
+  /** Lazy runs: how each layer got into containerd, and what was fetched. */
+  layerModes?: string[];
+  fetched?: FetchFacts;
+}
+
+export interface ColdStartImage {
+  rootfs: PythonRootfs;
+  plainRef: string;
+  estargzRef: string;
+  /** Compressed layer bytes of each image. */
+  plainBytes: number;
+  estargzBytes: number;
+  /** Footer + TOC of the eStargz layers, as a mount reads them by Range GETs (not in the layer servers' fetchedBytes). */
+  tocBytes: number;
+  convertSeconds: number;
+}
+
+export interface ColdStartResults {
+  date: Date;
+  command: string;
+  repeat: number;
+  image: ColdStartImage;
+  runs: ColdStartRun[];
+  /** Medians over the repetitions. */
+  full: { firstOutputSeconds: number; pullSeconds: number };
+  lazy: { firstOutputSeconds: number; pullSeconds: number; fetchedBytes: number; fetchedShare: number };
+  /** lazy / full median time to first output: lower is better. */
+  ratio: number;
+  versions: Record<string, string>;
+}
+
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Things to stop, last started first; also on SIGINT/SIGTERM. */
+class Stops {
+  private readonly steps: Array<() => Promise<unknown>> = [];
+  add(step: () => Promise<unknown>): void {
+    this.steps.push(step);
+  }
+  async run(): Promise<void> {
+    for (let step = this.steps.pop(); step !== undefined; step = this.steps.pop()) await step().catch(() => undefined);
+  }
+}
+
+/**
+ * Write back what earlier runs left dirty (a full pull writes the image twice: content and unpacked snapshot),
+ * so it does not land on the next measurement.
+ */
+async function settle(): Promise<void> {
+  await execFileP('sync');
+}
+
+/** `ctr run` of the python command: when the first output arrived and when ctr exited, in seconds since `start`. */
+function runTimed(containerd: Containerd, namespace: string, args: string[], start: bigint): Promise<{ firstOutput: number; exit: number; stdout: string }> {
+  const since = (): number => Number(process.hrtime.bigint() - start) / 1e9;
+  return new Promise((resolve, reject) => {
+    const child = spawn('ctr', ['-a', containerd.address, '-n', namespace, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let firstOutput: number | undefined;
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    child.stdout.on('data', (d: Buffer) => {
+      firstOutput ??= since();
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('error', reject);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      const exit = since();
+      if (code !== 0) reject(new Error(`ctr ${args.join(' ')} exited ${String(code)}: ${stderr.trim()}`));
+      else resolve({ firstOutput: firstOutput ?? exit, exit, stdout });
+    });
+  });
+}
+
+async function prepareImages(work: string, registry: LocalRegistry, rootfs: PythonRootfs, log: (line: string) => void): Promise<ColdStartImage> {
+  const layout = join(work, 'oci');
+  const layer = await layerFromFile(rootfs.layerPath);
+  await writeImage(new OciLayout(layout, 'v1'), [layer], { cmd: PYTHON_COMMAND });
+  const plainRef = `${registry.host}/bench/python:gzip`;
+  const estargzRef = `${registry.host}/bench/python:esgz`;
+  const client = new RegistryClient({ plainHttp: true, dockerConfigPath: join(work, 'no-docker-config.json') });
+  try {
+    log(`pushing the plain gzip image ${plainRef}`);
+    await writeImage(new RegistryRepository(client, parseReference(plainRef)), [layer], { cmd: PYTHON_COMMAND });
+  } finally {
+    await client.close();
+  }
+  const listPath = join(work, 'startup-files.txt');
+  const prioritized = prioritizedFiles(rootfs);
+  await writeFile(listPath, `${prioritized.join('\n')}\n`);
+  log(`lazypull convert ${estargzRef} --prioritize (${prioritized.length} start-up paths, ${rootfs.startupFilesFrom}) ...`);
+  const started = process.hrtime.bigint();
+  const { stdout } = await execFileP(process.execPath, [LAZYPULL_CLI, 'convert', `oci:${layout}:v1`, estargzRef, '--plain-http', '--prioritize', listPath, '--json'], {
+    maxBuffer: 16 << 20,
+    timeout: 20 * 60_000,
+  });
+  const convertSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const converted = JSON.parse(stdout) as { manifests?: Array<{ layers: Array<{ digest: string; size: number }> }> };
+  const layers = converted.manifests?.[0]?.layers ?? [];
+  const estargzBytes = layers.reduce((n, l) => n + l.size, 0);
+  const tocBytes = await tocFetchBytes(work, estargzRef, layers);
+  return { rootfs, plainRef, estargzRef, plainBytes: layer.size, estargzBytes, tocBytes, convertSeconds };
+}
+
+/** Bytes a mount reads to know a layer's files: footer and TOC, by Range GETs, summed over the layers. */
+async function tocFetchBytes(work: string, ref: string, layers: Array<{ digest: string; size: number }>): Promise<number> {
+  const client = new RegistryClient({ plainHttp: true, dockerConfigPath: join(work, 'no-docker-config.json') });
+  try {
+    let bytes = 0;
+    for (const l of layers) {
+      const blob = new RemoteBlob(client, parseReference(ref), l.digest, l.size);
+      await readBlobToc(blob, `${ref} ${l.digest}`);
+      bytes += blob.bytesFetched;
+    }
+    return bytes;
+  } finally {
+    await client.close();
+  }
+}
+
+async function fullRun(work: string, image: ColdStartImage, repetition: number, stops: Stops): Promise<ColdStartRun> {
+  const containerd = await startContainerd({ parentDir: work });
+  stops.add(() => containerd.stop());
+  try {
+    await settle();
+    const start = process.hrtime.bigint();
+    await containerd.ctr(['image', 'pull', '--plain-http', image.plainRef], { timeoutMs: 20 * 60_000 });
+    const pullSeconds = Number(process.hrtime.bigint() - start) / 1e9;
+    const ran = await runTimed(containerd, containerd.namespace, ['run', '--rm', '--runc-root', containerd.runcRoot, image.plainRef, `cold-full-${repetition}`, ...PYTHON_COMMAND], start);
+    return { mode: 'full', repetition, pullSeconds, firstOutputSeconds: ran.firstOutput, totalSeconds: ran.exit, output: ran.stdout };
+  } finally {
+    await containerd.stop();
+  }
+}
+
+async function lazyRun(work: string, image: ColdStartImage, registryHost: string, repetition: number, stops: Stops): Promise<ColdStartRun> {
+  const dir = join(work, `lazy-${repetition}`);
+  await mkdir(dir);
+  let snapshotter: LocalSnapshotter | undefined;
+  let containerd: Containerd | undefined;
+  const stopAll = async (): Promise<void> => {
+    await containerd?.stop();
+    await snapshotter?.stop();
+    await sweepLayerServers(dir);
+  };
+  stops.add(stopAll);
+  try {
+    snapshotter = await startLocalSnapshotter({ dir, plainHttpRegistries: [registryHost], backgroundFetch: false });
+    containerd = await startContainerd({ parentDir: work, proxySnapshotters: { [SNAPSHOTTER]: snapshotter.socket } });
+    await settle();
+    const start = process.hrtime.bigint();
+    // `lazypull pull` as a user runs it: the CLI process, Node start-up included.
+    const { stdout } = await execFileP(
+      process.execPath,
+      [LAZYPULL_CLI, 'pull', image.estargzRef, '--address', containerd.address, '--namespace', containerd.namespace, '--snapshotter', SNAPSHOTTER, '--plain-http', '--json'],
+      { maxBuffer: 16 << 20, timeout: 10 * 60_000 },
+    );
+    const pullSeconds = Number(process.hrtime.bigint() - start) / 1e9;
+    const ran = await runTimed(
+      containerd,
+      containerd.namespace,
+      ['run', '--rm', '--runc-root', containerd.runcRoot, '--snapshotter', SNAPSHOTTER, image.estargzRef, `cold-lazy-${repetition}`, ...PYTHON_COMMAND],
+      start,
+    );
+    const ranUntil = Date.now();
+    const pulled = JSON.parse(stdout) as { layers: PulledLayerFacts[] };
+    const layers = pulled.layers.map((l) => ({ digest: l.digest, size: l.size, mode: l.mode }));
+    const fetched = await measureFetched(snapshotter, layers, ranUntil);
+    return {
+      mode: 'lazy',
+      repetition,
+      pullSeconds,
+      firstOutputSeconds: ran.firstOutput,
+      totalSeconds: ran.exit,
+      output: ran.stdout,
+      layerModes: layers.map((l) => l.mode),
+      fetched,
+    };
+  } finally {
+    await stopAll();
+    const left = await leftoverLayerServers(dir);
+    if (left.processes.length + left.mounts.length > 0) throw new Error(`layer servers left after stopping the snapshotter: ${JSON.stringify(left)}`);
+  }
+}
+
+async function version(cmd: string, args: string[]): Promise<string> {
+  try {
+    const { stdout } = await execFileP(cmd, args);
+    return (stdout.match(/\d+\.\d+[\w.~+-]*/) ?? ['?'])[0];
+  } catch {
+    return 'not installed';
+  }
+}
+
+export function coldStartAvailable(): string | undefined {
+  try {
+    requireRoot('the cold-start benchmark');
+    for (const [bin, pkg] of [['containerd', 'containerd'], ['ctr', 'containerd'], ['runc', 'runc'], ['docker-registry', 'docker-registry']]) requireBinary(bin!, pkg!);
+    requireFuse();
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+export async function benchColdStart(log: (line: string) => void): Promise<ColdStartResults> {
+  const repeat = Math.max(1, Number(process.env.LAZYPULL_BENCH_REPEAT ?? '3'));
+  const rootfs = await ensurePythonRootfs(log);
+  if (rootfs.source === 'synthetic') log(`NOTE: ${rootfs.description}`);
+  log(`image: ${rootfs.description}: ${(rootfs.tarSize / 1e6).toFixed(1)} MB unpacked, ${(rootfs.gzSize / 1e6).toFixed(1)} MB gzip`);
+  const work = await mkdtemp(join(tmpdir(), 'lzp-bench-cold-'));
+  const stops = new Stops();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    log(`${signal}: stopping containerd, the snapshotter, its layer servers and the registry`);
+    void stops
+      .run()
+      .then(() => rm(work, { recursive: true, force: true }))
+      .finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const registry = await startLocalRegistry({ parentDir: work });
+    stops.add(() => registry.stop());
+    const image = await prepareImages(work, registry, rootfs, log);
+    log(`eStargz image converted in ${image.convertSeconds.toFixed(1)} s: ${(image.estargzBytes / 1e6).toFixed(1)} MB (gzip ${(image.plainBytes / 1e6).toFixed(1)} MB)`);
+    const runs: ColdStartRun[] = [];
+    for (let i = 1; i <= repeat; i++) {
+      const full = await fullRun(work, image, i, stops);
+      log(`#${i} full: first output after ${full.firstOutputSeconds.toFixed(2)} s (pull ${full.pullSeconds.toFixed(2)} s)`);
+      const lazy = await lazyRun(work, image, registry.host, i, stops);
+      const share = lazy.fetched ? `, fetched ${(lazy.fetched.fetchedBytes / 1e6).toFixed(1)} MB (${(lazy.fetched.fetchedShare * 100).toFixed(1)}%)` : '';
+      log(`#${i} lazy: first output after ${lazy.firstOutputSeconds.toFixed(2)} s (pull ${lazy.pullSeconds.toFixed(2)} s, layers ${lazy.layerModes?.join(',')})${share}`);
+      for (const r of [full, lazy]) {
+        if (r.output !== PYTHON_OUTPUT) throw new Error(`the ${r.mode} run printed ${JSON.stringify(r.output)}, expected ${JSON.stringify(PYTHON_OUTPUT)}`);
+      }
+      runs.push(full, lazy);
+    }
+    const fulls = runs.filter((r) => r.mode === 'full');
+    const lazies = runs.filter((r) => r.mode === 'lazy');
+    const fullFirst = median(fulls.map((r) => r.firstOutputSeconds));
+    const lazyFirst = median(lazies.map((r) => r.firstOutputSeconds));
+    const fetchedBytes = median(lazies.map((r) => r.fetched?.fetchedBytes ?? 0));
+    return {
+      date: new Date(),
+      command: 'node dist/bench/run.js cold-start',
+      repeat,
+      image,
+      runs,
+      full: { firstOutputSeconds: fullFirst, pullSeconds: median(fulls.map((r) => r.pullSeconds)) },
+      lazy: {
+        firstOutputSeconds: lazyFirst,
+        pullSeconds: median(lazies.map((r) => r.pullSeconds)),
+        fetchedBytes,
+        fetchedShare: median(lazies.map((r) => r.fetched?.fetchedShare ?? 0)),
+      },
+      ratio: lazyFirst / fullFirst,
+      versions: { containerd: await version('containerd', ['--version']), runc: await version('runc', ['--version']) },
+    };
+  } finally {
+    await stops.run();
+    await rm(work, { recursive: true, force: true });
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
