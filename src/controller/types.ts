@@ -41,7 +41,7 @@ export interface WeightPriority {
   matchSelector: { matchLabels: Record<string, string> };
 }
 
-/** `orderPriority`: pods ordered by the integer value of a label (smaller goes first). */
+/** `orderPriority`: pods ordered by the integer at the end of a label's value (as Kruise sorts: larger first, pods without it before those with it). */
 export interface OrderPriority {
   orderedKey: string;
 }
