@@ -32,6 +32,8 @@ export const LABEL_SNAPSHOT_REF = 'containerd.io/snapshot.ref';
 /** Labels the lazypull snapshotter reads to find the layer in a registry. */
 export const LABEL_IMAGE_REF = 'containerd.io/snapshot/lazypull.image-ref';
 export const LABEL_LAYER_DIGEST = 'containerd.io/snapshot/lazypull.layer-digest';
+/** CRI's hint: digests of this layer and the ones after it (containerd caps it at 4 KiB of label). */
+const LABEL_IMAGE_LAYERS = 'containerd.io/snapshot/cri.image-layers';
 /** Layer annotations with this prefix are passed on to the snapshotter (containerd's unpacker does the same). */
 export const SNAPSHOT_LABEL_PREFIX = 'containerd.io/snapshot/';
 const LABEL_DISTRIBUTION_SOURCE = 'containerd.io/distribution.source.';
@@ -159,7 +161,7 @@ async function resolveImage(registry: RegistryClient, ref: ImageReference, platf
 }
 
 /** Labels for the snapshotter's Prepare of one layer. */
-export function snapshotLabels(imageRef: string, layer: Descriptor, chainId: string): Record<string, string> {
+export function snapshotLabels(imageRef: string, layer: Descriptor, chainId: string, following: Descriptor[] = []): Record<string, string> {
   const labels: Record<string, string> = {};
   for (const [key, value] of Object.entries(layer.annotations ?? {})) {
     if (key.startsWith(SNAPSHOT_LABEL_PREFIX)) labels[key] = value;
@@ -167,6 +169,8 @@ export function snapshotLabels(imageRef: string, layer: Descriptor, chainId: str
   labels[LABEL_SNAPSHOT_REF] = chainId;
   labels[LABEL_IMAGE_REF] = imageRef;
   labels[LABEL_LAYER_DIGEST] = layer.digest;
+  // As CRI does: this and the following layers, so the snapshotter can start mounting them early.
+  labels[LABEL_IMAGE_LAYERS] = [layer, ...following].map((l) => l.digest).join(',');
   return labels;
 }
 
@@ -224,7 +228,7 @@ export async function pullImage(conn: ContainerdConnection, registry: RegistryCl
           diffId: base.diffId,
           chainId: base.chainId,
           parent: i === 0 ? '' : chain[i - 1]!,
-          labels: snapshotLabels(name, layer, base.chainId),
+          labels: snapshotLabels(name, layer, base.chainId, layers.slice(i + 1)),
           sourceLabel,
           onProgress: opts.onLayerProgress ? (done) => opts.onLayerProgress!({ index: i, digest: layer.digest, size: layer.size }, done) : undefined,
         });

@@ -165,7 +165,7 @@ export class FuseProcessLayers implements RemoteLayers {
     const deadline = Date.now() + (this.opts.mountTimeoutMs ?? 60_000);
     while (!exited && Date.now() < deadline) {
       if (await this.served(mountpoint)) return true;
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 10));
     }
     if (!exited) {
       log({ level: 'warn', event: 'remote_mount_timeout', layer: source.layerDigest, mountpoint, log: logPath });
