@@ -6,7 +6,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -100,11 +100,17 @@ describe('snapshotter daemon with remote layers', function () {
       daemon.kill('SIGTERM');
       await new Promise((r) => daemon!.once('exit', r));
     }
-    // Stop the layer servers the daemon left running by design.
+    // Stop the layer servers the daemon left running by design (their pids are in their status files).
     if (dir) {
-      const { stdout } = await execFileP('ps', ['-eo', 'pid=,args=']);
-      for (const line of stdout.split('\n')) {
-        if (line.includes(CLI_PATH) && line.includes(' mount ') && line.includes(dir)) process.kill(Number(line.trim().split(/\s+/)[0]), 'SIGTERM');
+      const statusDir = join(dir, 'root', 'state', 'mounts');
+      const names = await readdir(statusDir).catch(() => [] as string[]);
+      for (const name of names.filter((n) => n.endsWith('.json'))) {
+        const { pid } = JSON.parse(await readFile(join(statusDir, name), 'utf8')) as { pid: number };
+        try {
+          process.kill(pid, 'SIGTERM');
+        } catch {
+          // already gone
+        }
       }
       const deadline = Date.now() + 20_000;
       while ((await fuseMountsUnder(dir)).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));

@@ -11,7 +11,7 @@ import { DiskChunkCache } from '../cache/disk-chunk-cache';
 import { MemoryChunkCache } from '../cache/memory-chunk-cache';
 import { TieredChunkCache } from '../cache/tiered-chunk-cache';
 import { LazypullError, redact, toError } from '../errors';
-import { mountLayer, type MountedLayer } from '../fs/fuse-mount';
+import { mountLayer, mountsAt, type MountedLayer } from '../fs/fuse-mount';
 import { LayerFuseOps } from '../fs/fuse-ops';
 import { LayerReader } from '../fs/layer-reader';
 import { DEFAULT_STATE_DIR, formatStatus, MountStatusWriter, percent, readMountStatus, statusPath, type MountStatus } from '../fs/mount-status';
@@ -42,6 +42,41 @@ export interface MountFlags {
   memoryCacheSize?: string;
   stateDir?: string;
   readTimeout?: string;
+  /** Wait, modules loaded, for one job on stdin (see StandbyJob): the snapshotter keeps one such server ready. */
+  standby?: boolean;
+}
+
+/** What a standby layer server is told to serve, as one JSON document on stdin. */
+export interface StandbyJob {
+  ref: string;
+  layerDigest: string;
+  mountpoint: string;
+  flags: MountFlags;
+}
+
+async function readStandbyJob(): Promise<StandbyJob | undefined> {
+  const parent = process.ppid;
+  const read = (async () => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    const text = Buffer.concat(chunks).toString('utf8').trim();
+    // EOF without a job: the snapshotter that started us went away.
+    return text === '' ? undefined : (JSON.parse(text) as StandbyJob);
+  })();
+  // Other children of the snapshotter may hold our stdin open after it dies; re-parenting says it did.
+  let timer: NodeJS.Timeout | undefined;
+  const orphaned = new Promise<undefined>((resolve) => {
+    timer = setInterval(() => {
+      if (process.ppid !== parent) resolve(undefined);
+    }, 500);
+  });
+  try {
+    const job = await Promise.race([read, orphaned]);
+    if (!job) process.stdin.destroy();
+    return job;
+  } finally {
+    clearInterval(timer);
+  }
 }
 
 type Log = (event: Record<string, unknown>) => void;
@@ -59,6 +94,14 @@ export async function mountCommand(
   mountpoint: string | undefined,
   flags: MountFlags,
 ): Promise<void> {
+  if (flags.standby) {
+    const job = await readStandbyJob();
+    // No job and no parent: nothing was set up, and a handle (stdin held open
+    // by another of the snapshotter's children) must not keep us alive.
+    if (!job) process.exit(0);
+    await mountCommand(job.ref, job.layerDigest, job.mountpoint, { ...job.flags, standby: false });
+    return;
+  }
   const stateDir = flags.stateDir ?? DEFAULT_STATE_DIR;
   if (flags.status !== undefined) {
     if (ref !== undefined) throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', '--status takes only a mount point');
@@ -187,7 +230,16 @@ async function serveLayer(refText: string, layerDigest: string, mountpoint: stri
       };
     });
     if (stopRequested) shutdown!(stopRequested);
+    // A mount someone else removed (umount -l, a crashed runtime cleaning up) leaves nothing to serve.
+    const mountedAt = mounted.mountpoint;
+    const watchdog = setInterval(() => {
+      void mountsAt(mountedAt).then((found) => {
+        if (found.length === 0) shutdown?.('mount point unmounted from outside');
+      }, () => undefined);
+    }, 2000);
+    watchdog.unref();
     await finished;
+    clearInterval(watchdog);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

@@ -7,9 +7,10 @@
  * containers keep reading their layers; on start-up the daemon adopts the
  * mounts that are still served and starts new servers for the others.
  */
-import { spawn } from 'node:child_process';
-import { closeSync, openSync, promises as fs } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import type { MountFlags, StandbyJob } from '../cli/mount-command';
 import { cleanStaleMount, mountsAt } from '../fs/fuse-mount';
 import { readMountStatus } from '../fs/mount-status';
 import { TOC_DIGEST_ANNOTATION } from '../format/toc';
@@ -54,8 +55,23 @@ export function layerFromLabels(labels: Record<string, string>): { imageRef: str
 }
 
 
+/** Command-line flags for a fresh layer server with the same settings. */
+function mountArgv(f: MountFlags): string[] {
+  const argv = ['--json', '--state-dir', f.stateDir!, '--cache-dir', f.cacheDir!, '--cache-size', f.cacheSize!, '--memory-cache-size', f.memoryCacheSize!];
+  if (f.backgroundFetch === false) argv.push('--no-background-fetch');
+  if (f.prefetch === false) argv.push('--no-prefetch');
+  if (f.verify === false) argv.push('--no-verify');
+  if (f.hostsDir) argv.push('--hosts-dir', f.hostsDir);
+  if (f.plainHttp) argv.push('--plain-http');
+  return argv;
+}
+
 export class FuseProcessLayers implements RemoteLayers {
-  constructor(private readonly opts: FuseProcessLayersOptions) {}
+  private standby: ChildProcess | undefined;
+
+  constructor(private readonly opts: FuseProcessLayersOptions) {
+    this.ensureStandby();
+  }
 
   layerKey(labels: Record<string, string>): string | undefined {
     const layer = layerFromLabels(labels);
@@ -128,47 +144,88 @@ export class FuseProcessLayers implements RemoteLayers {
     await cleanStaleMount(mountpoint);
   }
 
-  private args(source: RemoteLayerSource, mountpoint: string): string[] {
+  /** How every layer server is configured (the same for a fresh process and a standby one). */
+  private flagsFor(source: RemoteLayerSource): MountFlags {
     const o = this.opts;
-    const args = [
-      o.cliPath, 'mount', source.imageRef, source.layerDigest, mountpoint, '--json',
-      '--state-dir', o.stateDir, '--cache-dir', o.cacheDir,
-      '--cache-size', String(o.cacheSize), '--memory-cache-size', String(o.memoryCacheSize),
-    ];
-    if (!o.backgroundFetch) args.push('--no-background-fetch');
-    if (!o.prefetch) args.push('--no-prefetch');
-    if (!o.requireTocDigest && !source.tocDigest) args.push('--no-verify');
-    if (o.hostsDir) args.push('--hosts-dir', o.hostsDir);
-    const registry = parseReference(source.imageRef).registry;
-    if (o.plainHttpRegistries.includes(registry)) args.push('--plain-http');
-    return args;
+    return {
+      json: true,
+      stateDir: o.stateDir,
+      cacheDir: o.cacheDir,
+      cacheSize: String(o.cacheSize),
+      memoryCacheSize: String(o.memoryCacheSize),
+      backgroundFetch: o.backgroundFetch,
+      prefetch: o.prefetch,
+      verify: o.requireTocDigest || source.tocDigest !== undefined,
+      hostsDir: o.hostsDir,
+      plainHttp: o.plainHttpRegistries.includes(parseReference(source.imageRef).registry),
+    };
+  }
+
+  private logFile(name: string): number {
+    mkdirSync(this.opts.logDir, { recursive: true });
+    return openSync(join(this.opts.logDir, `${name.replace(/[^a-z0-9]/gi, '_')}-${Date.now()}.log`), 'a');
+  }
+
+  /**
+   * Keep one layer server started and waiting, modules loaded, so that a
+   * mount does not wait for a Node.js start-up. It reads its job on stdin
+   * and exits when stdin closes without one (this daemon went away).
+   */
+  private ensureStandby(): void {
+    if (this.standby && this.standby.exitCode === null && this.standby.signalCode === null) return;
+    const logFd = this.logFile('standby');
+    const child = spawn(process.execPath, [this.opts.cliPath, 'mount', '--standby'], { detached: true, stdio: ['pipe', logFd, logFd] });
+    closeSync(logFd);
+    child.on('error', () => undefined);
+    child.stdin!.on('error', () => undefined);
+    (child.stdin as unknown as { unref?(): void }).unref?.();
+    child.unref();
+    this.standby = child;
+  }
+
+  /** A fresh layer server, or the standby one given its job. */
+  private startServer(source: RemoteLayerSource, mountpoint: string): ChildProcess {
+    const flags = this.flagsFor(source);
+    const standby = this.standby;
+    this.standby = undefined;
+    let child: ChildProcess;
+    if (standby && standby.exitCode === null && standby.signalCode === null && standby.stdin?.writable) {
+      const job: StandbyJob = { ref: source.imageRef, layerDigest: source.layerDigest, mountpoint, flags };
+      standby.stdin.end(JSON.stringify(job));
+      child = standby;
+    } else {
+      const logFd = this.logFile(source.layerDigest);
+      child = spawn(process.execPath, [this.opts.cliPath, 'mount', source.imageRef, source.layerDigest, mountpoint, ...mountArgv(flags)], {
+        detached: true,
+        stdio: ['ignore', logFd, logFd],
+      });
+      closeSync(logFd);
+      child.unref();
+    }
+    this.ensureStandby();
+    return child;
   }
 
   /** Start a detached server and wait until its mount is up (status file + mount table), or it fails. */
   private async spawnServer(source: RemoteLayerSource, mountpoint: string): Promise<boolean> {
     const { log } = this.opts;
-    await fs.mkdir(this.opts.logDir, { recursive: true });
-    const logPath = join(this.opts.logDir, `${source.layerDigest.replace(/[^a-z0-9]/gi, '_')}-${Date.now()}.log`);
-    const logFd = openSync(logPath, 'a');
     // Output goes to a file, never a pipe: the server outlives this process and must not die of EPIPE.
-    const child = spawn(process.execPath, this.args(source, mountpoint), { detached: true, stdio: ['ignore', logFd, logFd] });
-    closeSync(logFd);
-    let exited = false;
+    const child = this.startServer(source, mountpoint);
+    let exited = child.exitCode !== null || child.signalCode !== null;
     child.once('exit', (code) => {
       exited = true;
-      log({ level: code === 0 ? 'info' : 'warn', event: 'remote_mount_exited', layer: source.layerDigest, code, log: logPath });
+      log({ level: code === 0 ? 'info' : 'warn', event: 'remote_mount_exited', layer: source.layerDigest, code, pid: child.pid });
     });
     child.once('error', () => {
       exited = true;
     });
-    child.unref();
     const deadline = Date.now() + (this.opts.mountTimeoutMs ?? 60_000);
     while (!exited && Date.now() < deadline) {
       if (await this.served(mountpoint)) return true;
       await new Promise((r) => setTimeout(r, 10));
     }
     if (!exited) {
-      log({ level: 'warn', event: 'remote_mount_timeout', layer: source.layerDigest, mountpoint, log: logPath });
+      log({ level: 'warn', event: 'remote_mount_timeout', layer: source.layerDigest, mountpoint, pid: child.pid });
       child.kill('SIGTERM');
     }
     await cleanStaleMount(mountpoint).catch(() => undefined);
