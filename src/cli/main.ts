@@ -93,6 +93,7 @@ program
   .option('--cache-size <bytes>', 'disk cache limit (default 10 GiB)')
   .option('--memory-cache-size <bytes>', 'memory cache limit (default 128 MiB)')
   .option('--state-dir <dir>', 'where mount status files live (default /run/lazypull)')
+  .option('--standby', 'internal: wait with modules loaded for a job (JSON on stdin); used by the snapshotter')
   .option('--read-timeout <ms>', 'a file read not served by then fails with EIO (default 30000)')
   .action(run(lazy(() => require('./mount-command') as typeof import('./mount-command'), (m) => m.mountCommand)));
 
@@ -123,6 +124,43 @@ program
   .option('--platform <os/arch>', 'platform of a multi-platform image (default: this machine)')
   .option('--json', 'print one JSON object with the image and each layer\'s digest and mode (lazy, fetched, existing)')
   .action(run(lazy(() => require('./pull-command') as typeof import('./pull-command'), (m) => m.pullCommand)));
+
+program
+  .command('controller')
+  .description('run the in-place upgrade controller (root): CloneSets applied over HTTP, pods through the CRI, state in an embedded store')
+  .option('--cri <sock>', 'CRI endpoint: unix socket of containerd (with its CRI plugin)')
+  .option('--state <dir>', 'state directory: store, pod logs')
+  .option('--listen <host:port>', 'HTTP API address (default 127.0.0.1:8450)')
+  .option('--cgroup-parent <path>', 'cgroupfs parent of the pods (default: the runtime\'s)')
+  .option('--namespace <ns>', 'namespace in the pod sandboxes\' metadata (default "lazypull")')
+  .option('--log-level <level>', 'debug, info, warn or error')
+  .action(run(lazy(() => require('./controller-command') as typeof import('./controller-command'), (m) => m.controllerCommand)));
+
+{
+  const rolloutModule = (): typeof import('./rollout-command') => require('./rollout-command') as typeof import('./rollout-command');
+  const server = '--server <url>';
+  const serverHelp = 'controller HTTP API (default $LAZYPULL_SERVER or http://127.0.0.1:8450)';
+  const rollout = program.command('rollout').description('apply, watch, pause, resume and delete CloneSets through the controller\'s HTTP API');
+  rollout
+    .command('apply')
+    .description('apply a CloneSet manifest (YAML)')
+    .requiredOption('-f, --file <file>', 'manifest file (- for stdin)')
+    .option('--json', 'print the result as JSON')
+    .option(server, serverHelp)
+    .action(run(lazy(rolloutModule, (m) => m.rolloutApplyCommand)));
+  rollout
+    .command('status')
+    .description('show a CloneSet as `kubectl get cloneset` does: NAME DESIRED UPDATED UPDATED_READY READY TOTAL AGE')
+    .argument('<name>')
+    .option('--watch', 'keep printing a line whenever the numbers change')
+    .option('--json', 'print the status object (with pods, containers and image references) as JSON')
+    .option('--interval <ms>', 'poll interval of --watch (default 1000)')
+    .option(server, serverHelp)
+    .action(run(lazy(rolloutModule, (m) => m.rolloutStatusCommand)));
+  rollout.command('pause').description('pause updates of a CloneSet').argument('<name>').option(server, serverHelp).action(run(lazy(rolloutModule, (m) => m.rolloutPauseCommand)));
+  rollout.command('resume').description('resume updates of a CloneSet').argument('<name>').option(server, serverHelp).action(run(lazy(rolloutModule, (m) => m.rolloutResumeCommand)));
+  rollout.command('delete').description('delete a CloneSet and its pods').argument('<name>').option(server, serverHelp).action(run(lazy(rolloutModule, (m) => m.rolloutDeleteCommand)));
+}
 
 program.parseAsync(process.argv).catch((value) => {
   process.stderr.write(`lazypull: ${redact(toError(value).message)}\n`);

@@ -1,0 +1,166 @@
+/**
+ * `lazypull rollout …`: the client side of the controller's HTTP API (the
+ * `kubectl` of lazypull's CloneSets): apply a manifest, show a set's status
+ * as `kubectl get cloneset` does (or its status object as JSON), pause,
+ * resume and delete. The server is --server, $LAZYPULL_SERVER, or
+ * http://127.0.0.1:8450.
+ */
+import { readFile } from 'node:fs/promises';
+import { LazypullError, type LazypullErrorCode } from '../errors';
+
+export const DEFAULT_SERVER = 'http://127.0.0.1:8450';
+
+export interface ServerFlags {
+  server?: string;
+}
+
+interface StatusObject {
+  replicas: number;
+  readyReplicas: number;
+  updatedReplicas: number;
+  updatedReadyReplicas: number;
+  updateRevision: string;
+  message?: string;
+}
+
+interface CloneSetView {
+  spec: { name: string; replicas: number };
+  status: StatusObject;
+  createdAt: number;
+}
+
+function serverUrl(flags: ServerFlags): string {
+  return (flags.server ?? process.env.LAZYPULL_SERVER ?? DEFAULT_SERVER).replace(/\/+$/, '');
+}
+
+/** One request to the controller; its JSON answer, or a LazypullError carrying the server's message. */
+async function request<T>(flags: ServerFlags, method: string, path: string, body?: string): Promise<T> {
+  const url = `${serverUrl(flags)}${path}`;
+  let res: Response;
+  try {
+    res = await fetch(url, { method, body, headers: body === undefined ? {} : { 'content-type': 'application/yaml' } });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `cannot reach the controller at ${serverUrl(flags)} (${cause?.code ?? cause?.message ?? String(err)}); is \`lazypull controller\` running? (--server or LAZYPULL_SERVER)`, {
+      server: serverUrl(flags),
+    });
+  }
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  if (!res.ok) {
+    const e = (json as { error?: { code?: string; message?: string; field?: string } } | undefined)?.error;
+    const code: LazypullErrorCode = res.status === 400 ? 'LAZYPULL_ERR_INVALID_ARGUMENT' : e?.code?.startsWith('LAZYPULL_ERR_') ? (e.code as LazypullErrorCode) : 'LAZYPULL_ERR_INVALID_ARGUMENT';
+    throw new LazypullError(code, e?.message ?? `${method} ${path}: HTTP ${res.status}`, { status: res.status, field: e?.field });
+  }
+  return json as T;
+}
+
+/** kubectl's HumanDuration: 45s, 3m20s, 17m, 5h3m, 9h, 3d4h, 12d, 2y. */
+export function humanDuration(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 120) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 10) return s % 60 === 0 ? `${m}m` : `${m}m${s % 60}s`;
+  if (m < 180) return `${m}m`;
+  const h = Math.floor(m / 60);
+  if (h < 8) return m % 60 === 0 ? `${h}h` : `${h}h${m % 60}m`;
+  if (h < 48) return `${h}h`;
+  const d = Math.floor(h / 24);
+  if (h < 24 * 8) return h % 24 === 0 ? `${d}d` : `${d}d${h % 24}h`;
+  if (d < 365 * 2) return `${d}d`;
+  return `${Math.floor(d / 365)}y`;
+}
+
+export const STATUS_COLUMNS = ['NAME', 'DESIRED', 'UPDATED', 'UPDATED_READY', 'READY', 'TOTAL', 'AGE'];
+
+export function statusRow(v: CloneSetView, now = Date.now()): string[] {
+  return [
+    v.spec.name,
+    String(v.spec.replicas),
+    String(v.status.updatedReplicas),
+    String(v.status.updatedReadyReplicas),
+    String(v.status.readyReplicas),
+    String(v.status.replicas),
+    humanDuration(now - v.createdAt),
+  ];
+}
+
+/** Columns left-aligned, three spaces apart, as kubectl prints them. */
+export function formatTable(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i] + 3))).join('')).join('\n');
+}
+
+export async function rolloutApplyCommand(flags: ServerFlags & { file?: string; json?: boolean }): Promise<void> {
+  if (!flags.file) throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', 'rollout apply needs -f FILE (a CloneSet manifest; - reads stdin)');
+  let text: string;
+  try {
+    text = flags.file === '-' ? await readStdin() : await readFile(flags.file, 'utf8');
+  } catch (err) {
+    throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `cannot read ${flags.file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { file: flags.file });
+  }
+  const result = await request<{ name: string; updateRevision: string; created: boolean }>(flags, 'PUT', '/clonesets', text);
+  if (flags.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  else process.stdout.write(`cloneset.apps.kruise.io/${result.name} ${result.created ? 'created' : 'configured'} (revision ${result.updateRevision})\n`);
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export async function rolloutStatusCommand(name: string, flags: ServerFlags & { watch?: boolean; json?: boolean; interval?: string }): Promise<void> {
+  const path = `/clonesets/${encodeURIComponent(name)}`;
+  // --json --watch prints one compact object per change; the table prints its header once.
+  const show = (v: CloneSetView, header: boolean): string => {
+    if (flags.json) return JSON.stringify(v.status, null, flags.watch ? undefined : 2);
+    const lines = formatTable([STATUS_COLUMNS, statusRow(v)]).split('\n');
+    return (header ? lines : lines.slice(1)).join('\n');
+  };
+  const first = await request<CloneSetView>(flags, 'GET', path);
+  process.stdout.write(`${show(first, true)}\n`);
+  if (!flags.json && first.status.message) process.stderr.write(`${first.status.message}\n`);
+  if (!flags.watch) return;
+  const interval = Math.max(100, Number(flags.interval ?? 1000) || 1000);
+  let last = JSON.stringify(flags.json ? first.status : statusRow(first).slice(0, -1));
+  let lastMessage = first.status.message;
+  let stop = false;
+  const onSignal = (): void => {
+    stop = true;
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  while (!stop) {
+    await new Promise((r) => setTimeout(r, interval));
+    if (stop) break;
+    const v = await request<CloneSetView>(flags, 'GET', path);
+    const key = JSON.stringify(flags.json ? v.status : statusRow(v).slice(0, -1));
+    if (key !== last) {
+      process.stdout.write(`${show(v, false)}\n`);
+      last = key;
+    }
+    if (!flags.json && v.status.message !== lastMessage && v.status.message) process.stderr.write(`${v.status.message}\n`);
+    lastMessage = v.status.message;
+  }
+}
+
+export async function rolloutPauseCommand(name: string, flags: ServerFlags): Promise<void> {
+  await request(flags, 'POST', `/clonesets/${encodeURIComponent(name)}/pause`);
+  process.stdout.write(`cloneset.apps.kruise.io/${name} paused\n`);
+}
+
+export async function rolloutResumeCommand(name: string, flags: ServerFlags): Promise<void> {
+  await request(flags, 'POST', `/clonesets/${encodeURIComponent(name)}/resume`);
+  process.stdout.write(`cloneset.apps.kruise.io/${name} resumed\n`);
+}
+
+export async function rolloutDeleteCommand(name: string, flags: ServerFlags): Promise<void> {
+  await request(flags, 'DELETE', `/clonesets/${encodeURIComponent(name)}`);
+  process.stdout.write(`cloneset.apps.kruise.io "${name}" deleted\n`);
+}

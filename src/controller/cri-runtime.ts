@@ -1,0 +1,317 @@
+/**
+ * PodRuntime over the Kubernetes CRI (containerd's CRI plugin), the calls a
+ * kubelet makes. A pod is a CRI pod sandbox (its own network namespace and
+ * IP) with one CRI container per template container.
+ *
+ * Sandboxes carry the set's selector labels plus `lazypull.io/cloneset`,
+ * `lazypull.io/pod-name` and `lazypull.io/revision` (the revision it was
+ * created at); containers carry `lazypull.io/container` (the template
+ * container's name) and `lazypull.io/revision` (the revision they were
+ * created for), and their readiness probe as an annotation, so a restarted
+ * controller finds everything again from the runtime alone.
+ *
+ * In-place update of a container: pull the new image first (a failure
+ * leaves the pod untouched), create the new container (attempt + 1) next to
+ * the running one, stop the old one (short timeout), start the new one. The
+ * stopped container is kept (as a kubelet keeps one dead container per name)
+ * until the next replacement, so its exit time can be read. Every step is
+ * idempotent: called again after a crash, it carries on where it stopped.
+ *
+ * Sandbox labels are immutable in CRI, so the revision a pod was moved to in
+ * place and its InPlaceUpdateReady gate are kept by the controller; this
+ * adapter reports the revision of the newest container and an open gate.
+ */
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { CriClient, isCriStatus } from '../cri/cri-client';
+import type { Container, ContainerConfig, ContainerStatus, PodSandboxConfig, PodSandboxStatus } from '../cri/cri-types';
+import { LazypullError } from '../errors';
+import { CLONESET_LABEL } from './controller';
+import { ReadinessTracker } from './readiness';
+import type { ContainerSpec, ContainerState, ExecProbe, PodRuntime, PodState, PodTemplate } from './types';
+
+/** The set a pod belongs to (the controller's label). */
+export const LABEL_CLONESET = CLONESET_LABEL;
+export const LABEL_POD_NAME = 'lazypull.io/pod-name';
+export const LABEL_REVISION = 'lazypull.io/revision';
+export const LABEL_CONTAINER = 'lazypull.io/container';
+const ANNOTATION_PROBE = 'lazypull.io/readiness-probe';
+const ANNOTATION_LOG_DIR = 'lazypull.io/log-directory';
+const ANNOTATION_CGROUP_PARENT = 'lazypull.io/cgroup-parent';
+
+export interface CriPodRuntimeOptions {
+  /** Namespace in the sandboxes' metadata; default "lazypull". */
+  namespace?: string;
+  /** Parent of the pods' log directories. */
+  logRoot: string;
+  /** cgroupfs parent of the pods (each under `<parent>/pod<uid>`); default: the runtime's. */
+  cgroupParent?: string;
+  /** StopContainer timeout when an old container is replaced in place; default 5 s. */
+  stopTimeoutSec?: number;
+  /** Called when a container's readiness flips. */
+  onReadinessChange?: () => void;
+}
+
+function attemptOf(c: Container): number {
+  return c.metadata?.attempt ?? 0;
+}
+
+/** Newest first: by attempt, then by creation time. */
+function newestFirst(a: Container, b: Container): number {
+  return attemptOf(b) - attemptOf(a) || b.createdAt - a.createdAt;
+}
+
+function parseProbe(text: string | undefined): ExecProbe | undefined {
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text) as ExecProbe;
+  } catch {
+    return undefined;
+  }
+}
+
+export class CriPodRuntime implements PodRuntime {
+  readonly cri: CriClient;
+  private readonly namespace: string;
+  private readonly stopTimeoutSec: number;
+  private readonly readiness: ReadinessTracker;
+  /** Images known to be on the node (pulled by this process). */
+  private readonly present = new Set<string>();
+
+  constructor(cri: CriClient, private readonly opts: CriPodRuntimeOptions) {
+    this.cri = cri;
+    this.namespace = opts.namespace ?? 'lazypull';
+    this.stopTimeoutSec = opts.stopTimeoutSec ?? 5;
+    this.readiness = new ReadinessTracker(async (id, cmd, timeoutSec) => (await cri.execSync(id, cmd, { timeoutSec })).exitCode, opts.onReadinessChange);
+  }
+
+  async pullImage(image: string): Promise<string> {
+    const ref = await this.cri.pullImage(image);
+    this.present.add(image);
+    return ref;
+  }
+
+  /** Pull unless this process pulled it already or the node has it. */
+  private async ensureImage(image: string): Promise<void> {
+    if (this.present.has(image)) return;
+    if ((await this.cri.imageStatus(image)) !== undefined) {
+      this.present.add(image);
+      return;
+    }
+    await this.pullImage(image);
+  }
+
+  private sandboxConfig(name: string, uid: string, labels: Record<string, string>, annotations: Record<string, string>, template: PodTemplate): PodSandboxConfig {
+    const logDirectory = annotations[ANNOTATION_LOG_DIR] ?? join(this.opts.logRoot, `${this.namespace}_${name}_${uid}`);
+    const cgroupParent = annotations[ANNOTATION_CGROUP_PARENT] ?? (this.opts.cgroupParent ? `${this.opts.cgroupParent.replace(/\/$/, '')}/pod${uid}` : undefined);
+    return {
+      metadata: { name, uid, namespace: this.namespace, attempt: 0 },
+      hostname: name,
+      logDirectory,
+      labels,
+      annotations: {
+        ...annotations,
+        [ANNOTATION_LOG_DIR]: logDirectory,
+        ...(cgroupParent ? { [ANNOTATION_CGROUP_PARENT]: cgroupParent } : {}),
+      },
+      portMappings: template.containers.flatMap((c) => (c.ports ?? []).map((p) => ({ containerPort: p.containerPort, protocol: p.protocol ?? 'TCP' }))),
+      linux: {
+        ...(cgroupParent ? { cgroupParent } : {}),
+        securityContext: { namespaceOptions: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' } },
+      },
+    };
+  }
+
+  /** The config a sandbox was created with, rebuilt from its status (what CreateContainer needs again). */
+  private async existingSandboxConfig(sandboxId: string): Promise<PodSandboxConfig> {
+    const status = (await this.cri.podSandboxStatus(sandboxId)).status;
+    if (status === null || status.metadata === null) {
+      throw new LazypullError('LAZYPULL_ERR_CRI', `pod sandbox ${sandboxId} has no status`, { method: 'PodSandboxStatus', podSandboxId: sandboxId });
+    }
+    const config = this.sandboxConfig(status.metadata.name, status.metadata.uid, status.labels, status.annotations, { labels: {}, annotations: {}, containers: [] });
+    return { ...config, metadata: status.metadata, portMappings: undefined };
+  }
+
+  private containerConfig(spec: ContainerSpec, pod: string, set: string, revision: string, attempt: number): ContainerConfig {
+    return {
+      metadata: { name: spec.name, attempt },
+      image: { image: spec.image },
+      ...(spec.command?.length ? { command: spec.command } : {}),
+      ...(spec.args?.length ? { args: spec.args } : {}),
+      envs: (spec.env ?? []).map((e) => ({ key: e.name, value: e.value })),
+      labels: { [LABEL_CLONESET]: set, [LABEL_POD_NAME]: pod, [LABEL_REVISION]: revision, [LABEL_CONTAINER]: spec.name },
+      annotations: spec.readinessProbe ? { [ANNOTATION_PROBE]: JSON.stringify(spec.readinessProbe.exec) } : {},
+      logPath: `${spec.name}/${attempt}.log`,
+    };
+  }
+
+  async createPod(name: string, template: PodTemplate, revision: string, labels: Record<string, string>): Promise<PodState> {
+    for (const c of template.containers) await this.ensureImage(c.image);
+    const set = labels[LABEL_CLONESET] ?? '';
+    const uid = randomUUID();
+    const config = this.sandboxConfig(name, uid, { ...labels, [LABEL_POD_NAME]: name, [LABEL_REVISION]: revision }, { ...template.annotations }, template);
+    const sandboxId = await this.cri.runPodSandbox(config);
+    try {
+      for (const spec of template.containers) {
+        const id = await this.cri.createContainer(sandboxId, this.containerConfig(spec, name, set, revision, 0), config);
+        await this.cri.startContainer(id);
+      }
+    } catch (err) {
+      await this.removeSandbox(sandboxId, 0).catch(() => undefined);
+      throw err;
+    }
+    return this.requirePod(sandboxId);
+  }
+
+  async updateContainersInPlace(pod: PodState, template: PodTemplate, changed: string[], revision: string): Promise<PodState> {
+    const specs = changed.map((name) => {
+      const spec = template.containers.find((c) => c.name === name);
+      if (spec === undefined) {
+        throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `container ${name} is not in the template of revision ${revision}`, { pod: pod.name, container: name });
+      }
+      return spec;
+    });
+    // Every new image on the node before anything is stopped: a failed pull leaves the pod as it was.
+    for (const spec of specs) await this.ensureImage(spec.image);
+    const sandboxConfig = await this.existingSandboxConfig(pod.sandboxId);
+    const set = sandboxConfig.labels?.[LABEL_CLONESET] ?? '';
+    const all = await this.cri.listContainers({ podSandboxId: pod.sandboxId });
+    for (const spec of specs) {
+      const mine = all.filter((c) => c.labels[LABEL_CONTAINER] === spec.name).sort(newestFirst);
+      const newest = mine[0];
+      let target: { id: string; state: string };
+      if (newest !== undefined && newest.labels[LABEL_REVISION] === revision && newest.image?.image === spec.image) {
+        target = newest; // created before a crash: carry on with it
+      } else {
+        const attempt = newest === undefined ? 1 : attemptOf(newest) + 1;
+        const id = await this.cri.createContainer(pod.sandboxId, this.containerConfig(spec, pod.name, set, revision, attempt), sandboxConfig);
+        target = { id, state: 'CONTAINER_CREATED' };
+      }
+      const targetId = target.id;
+      const previous = mine.filter((c) => c.id !== targetId);
+      // Stop the old one(s); keep the most recent dead one, remove the older.
+      for (const old of previous) {
+        if (old.state === 'CONTAINER_RUNNING' || old.state === 'CONTAINER_CREATED' || old.state === 'CONTAINER_UNKNOWN') {
+          await this.cri.stopContainer(old.id, this.stopTimeoutSec).catch((err: unknown) => {
+            if (!isCriStatus(err, 'NOT_FOUND')) throw err;
+          });
+        }
+        this.readiness.forget(old.id);
+      }
+      for (const old of previous.slice(1)) {
+        await this.cri.removeContainer(old.id).catch((err: unknown) => {
+          if (!isCriStatus(err, 'NOT_FOUND')) throw err;
+        });
+      }
+      if (target.state === 'CONTAINER_CREATED') await this.cri.startContainer(target.id);
+    }
+    return this.requirePod(pod.sandboxId);
+  }
+
+  private async removeSandbox(sandboxId: string, gracePeriodSeconds: number): Promise<void> {
+    const containers = await this.cri.listContainers({ podSandboxId: sandboxId }).catch(() => [] as Container[]);
+    await Promise.all(
+      containers
+        .filter((c) => c.state === 'CONTAINER_RUNNING')
+        .map((c) => this.cri.stopContainer(c.id, Math.max(0, Math.round(gracePeriodSeconds))).catch(() => undefined)),
+    );
+    for (const c of containers) this.readiness.forget(c.id);
+    for (const step of [() => this.cri.stopPodSandbox(sandboxId), () => this.cri.removePodSandbox(sandboxId)]) {
+      await step().catch((err: unknown) => {
+        if (!isCriStatus(err, 'NOT_FOUND')) throw err;
+      });
+    }
+  }
+
+  async deletePod(pod: PodState, gracePeriodSeconds: number): Promise<void> {
+    await this.removeSandbox(pod.sandboxId, gracePeriodSeconds);
+  }
+
+  private async requirePod(sandboxId: string): Promise<PodState> {
+    const [pod] = await this.podsOf([sandboxId]);
+    if (pod === undefined) throw new LazypullError('LAZYPULL_ERR_CRI', `pod sandbox ${sandboxId} vanished`, { method: 'PodSandboxStatus', podSandboxId: sandboxId });
+    return pod;
+  }
+
+  async listPods(selector: Record<string, string>): Promise<PodState[]> {
+    const sandboxes = await this.cri.listPodSandbox({ labelSelector: selector });
+    return this.podsOf(sandboxes.map((s) => s.id));
+  }
+
+  private async podsOf(sandboxIds: string[]): Promise<PodState[]> {
+    const containers = await this.cri.listContainers();
+    this.readiness.retain(new Set(containers.filter((c) => c.state === 'CONTAINER_RUNNING').map((c) => c.id)));
+    const pods: PodState[] = [];
+    await Promise.all(
+      sandboxIds.map(async (sandboxId) => {
+        let status: PodSandboxStatus | null;
+        try {
+          status = (await this.cri.podSandboxStatus(sandboxId)).status;
+        } catch (err) {
+          if (isCriStatus(err, 'NOT_FOUND')) return; // removed meanwhile
+          throw err;
+        }
+        if (status === null) return;
+        const mine = containers.filter((c) => c.podSandboxId === sandboxId);
+        pods.push(await this.podState(status, mine));
+      }),
+    );
+    return pods.sort((a, b) => a.name.localeCompare(b.name) || a.createdAt - b.createdAt);
+  }
+
+  private async podState(sandbox: PodSandboxStatus, containers: Container[]): Promise<PodState> {
+    const byName = new Map<string, Container[]>();
+    for (const c of containers) {
+      const name = c.labels[LABEL_CONTAINER] ?? c.metadata?.name ?? '';
+      byName.set(name, [...(byName.get(name) ?? []), c]);
+    }
+    const states: ContainerState[] = [];
+    let newestRevision: { revision: string; createdAt: number } | undefined;
+    for (const [name, list] of byName) {
+      list.sort(newestFirst);
+      const current = list[0];
+      let status: ContainerStatus | null = null;
+      try {
+        status = (await this.cri.containerStatus(current.id)).status;
+      } catch (err) {
+        if (!isCriStatus(err, 'NOT_FOUND')) throw err;
+      }
+      const running = (status?.state ?? current.state) === 'CONTAINER_RUNNING';
+      const probe = parseProbe(current.annotations[ANNOTATION_PROBE]);
+      let ready = running;
+      if (running && probe !== undefined) ready = await this.readiness.observe(current.id, probe, status?.startedAt ?? 0);
+      states.push({
+        name,
+        containerId: current.id,
+        image: current.image?.image ?? status?.image?.image ?? '',
+        imageRef: status?.imageRef ?? '',
+        running,
+        startedAt: status?.startedAt ?? 0,
+        ready,
+        restartCount: attemptOf(current),
+      });
+      const revision = current.labels[LABEL_REVISION];
+      if (revision && (newestRevision === undefined || current.createdAt > newestRevision.createdAt)) newestRevision = { revision, createdAt: current.createdAt };
+    }
+    states.sort((a, b) => a.name.localeCompare(b.name));
+    const sandboxReady = sandbox.state === 'SANDBOX_READY';
+    return {
+      name: sandbox.labels[LABEL_POD_NAME] ?? sandbox.metadata?.name ?? sandbox.id,
+      revision: newestRevision?.revision ?? sandbox.labels[LABEL_REVISION] ?? '',
+      sandboxId: sandbox.id,
+      ip: sandbox.network?.ip ?? '',
+      labels: sandbox.labels,
+      containers: states,
+      containersReady: sandboxReady && states.length > 0 && states.every((c) => c.ready),
+      inPlaceUpdateReady: true,
+      // A sandbox that is not ready any more (stopped, network gone) is on its way out.
+      terminating: !sandboxReady,
+      createdAt: sandbox.createdAt,
+    };
+  }
+
+  close(): void {
+    this.readiness.close();
+  }
+}
+

@@ -1,0 +1,160 @@
+/**
+ * The controller's HTTP API (JSON over node:http), what `lazypull rollout`
+ * and load balancers talk to:
+ *
+ *   PUT|POST /clonesets              body: CloneSet YAML (or JSON) → apply
+ *   GET      /clonesets              → [{name, spec, status}]
+ *   GET      /clonesets/NAME         → {spec, status}
+ *   GET      /clonesets/NAME/ready   → [{name, ip, revision, ready}]
+ *   POST     /clonesets/NAME/pause   /resume
+ *   DELETE   /clonesets/NAME         → when the pods are gone
+ *   GET      /ready                  → every set's pods [{cloneset, name, ip, revision, ready}]
+ *   GET      /healthz
+ *
+ * Errors: {"error": {"code", "message", "field"?}} with 400 (bad spec, the
+ * field named), 404 (unknown set or path), 405, 413, 500.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { isLazypullError, LazypullError, toError } from '../errors';
+import type { Logger } from '../util/json-log';
+import type { Controller } from './controller';
+
+/** Largest request body accepted. */
+const MAX_BODY = 1 << 20;
+
+class HttpError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string, readonly extra: Record<string, unknown> = {}) {
+    super(message);
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body, null, 2)}\n`;
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY) throw new HttpError(413, 'BODY_TOO_LARGE', `request body over ${MAX_BODY} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** `127.0.0.1:8450` → host and port; only loopback or explicit hosts, never a wildcard by accident. */
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(listen.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !(port >= 0 && port <= 65535)) {
+    throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `--listen expects HOST:PORT (e.g. 127.0.0.1:8450), got ${JSON.stringify(listen)}`, { listen });
+  }
+  return { host: m[1] ?? m[2], port };
+}
+
+export interface HttpApi {
+  server: Server;
+  /** `http://HOST:PORT` */
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startHttpApi(controller: Controller, listen: string, log: Logger = () => undefined): Promise<HttpApi> {
+  const { host, port } = parseListen(listen);
+  const server = createServer((req, res) => {
+    void handle(controller, req, res).catch((value: unknown) => {
+      const err = toError(value);
+      if (err instanceof HttpError) {
+        send(res, err.status, { error: { code: err.code, message: err.message, ...err.extra } });
+      } else if (isLazypullError(err, 'LAZYPULL_ERR_INVALID_ARGUMENT')) {
+        send(res, 400, { error: { code: err.code, message: err.message, ...err.details } });
+      } else {
+        log({ level: 'error', event: 'http_error', method: req.method, path: req.url, error: err.message });
+        send(res, 500, { error: { code: isLazypullError(err) ? err.code : 'INTERNAL', message: err.message } });
+      }
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  return {
+    server,
+    url,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+async function handle(controller: Controller, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://localhost');
+  const parts = url.pathname.split('/').filter((p) => p !== '').map(decodeURIComponent);
+  const method = req.method ?? 'GET';
+  const notAllowed = (): never => {
+    throw new HttpError(405, 'METHOD_NOT_ALLOWED', `${method} ${url.pathname} is not supported`);
+  };
+  const unknownSet = (name: string): never => {
+    throw new HttpError(404, 'NOT_FOUND', `CloneSet ${JSON.stringify(name)} not found`, { cloneset: name });
+  };
+
+  if (parts.length === 1 && parts[0] === 'healthz') return send(res, 200, { ok: true });
+  if (parts.length === 1 && parts[0] === 'ready') {
+    if (method !== 'GET') notAllowed();
+    return send(res, 200, controller.allReady());
+  }
+  if (parts[0] !== 'clonesets' || parts.length > 3) throw new HttpError(404, 'NOT_FOUND', `no such path ${url.pathname}`);
+
+  if (parts.length === 1) {
+    if (method === 'PUT' || method === 'POST') {
+      const result = controller.apply(await readBody(req));
+      return send(res, result.created ? 201 : 200, result);
+    }
+    if (method === 'GET') return send(res, 200, controller.names().map((name) => ({ name, ...controller.get(name) })));
+    return notAllowed();
+  }
+
+  const name = parts[1];
+  if (parts.length === 2) {
+    if (method === 'GET') {
+      const got = controller.get(name);
+      return got === undefined ? unknownSet(name) : send(res, 200, got);
+    }
+    if (method === 'DELETE') {
+      if (!(await controller.delete(name))) unknownSet(name);
+      return send(res, 200, { name, deleted: true });
+    }
+    return notAllowed();
+  }
+
+  switch (parts[2]) {
+    case 'ready': {
+      if (method !== 'GET') notAllowed();
+      const ready = controller.readySet(name);
+      return ready === undefined ? unknownSet(name) : send(res, 200, ready.map(({ name: pod, ip, revision, ready: r }) => ({ name: pod, ip, revision, ready: r })));
+    }
+    case 'pause':
+    case 'resume': {
+      if (method !== 'POST' && method !== 'PUT') notAllowed();
+      const rec = controller.setPaused(name, parts[2] === 'pause');
+      return rec === undefined ? unknownSet(name) : send(res, 200, { name, paused: rec.spec.updateStrategy.paused, generation: rec.generation });
+    }
+    case 'status': {
+      const got = controller.get(name);
+      return got === undefined ? unknownSet(name) : send(res, 200, got.status);
+    }
+    default:
+      throw new HttpError(404, 'NOT_FOUND', `no such path ${url.pathname}`);
+  }
+}

@@ -1,0 +1,122 @@
+/**
+ * Exec readiness probes, as a kubelet runs them: once a container runs, wait
+ * `initialDelaySeconds` after its start, then run the probe command every
+ * `periodSeconds` (each run limited to `timeoutSeconds`). The container turns
+ * ready after `successThreshold` consecutive successes and unready after
+ * `failureThreshold` consecutive failures; it starts unready. A container
+ * without a probe is ready while it runs (decided by the caller).
+ *
+ * The tracker knows nothing of CRI: it is given a function that runs a
+ * command in a container and answers with the exit code.
+ */
+import type { ExecProbe } from './types';
+
+/** Run `command` in the container; the exit code (an error counts as a failure). */
+export type ProbeExec = (containerId: string, command: string[], timeoutSec: number) => Promise<number>;
+
+/** The smallest period we run probes at, so a bad spec cannot busy-loop. */
+const MIN_PERIOD_MS = 100;
+
+class ContainerProber {
+  ready = false;
+  private successes = 0;
+  private failures = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  /** The first run when it was due at once (a container seen long after its start). */
+  readonly first: Promise<void> | undefined;
+
+  constructor(
+    readonly containerId: string,
+    private readonly probe: ExecProbe,
+    startedAtMs: number,
+    private readonly exec: ProbeExec,
+    private readonly onChange: () => void,
+  ) {
+    const delay = startedAtMs + Math.max(0, probe.initialDelaySeconds || 0) * 1000 - Date.now();
+    if (delay <= 0) this.first = this.runOnce();
+    else this.schedule(delay);
+  }
+
+  private schedule(ms: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => void this.runOnce(), ms);
+    this.timer.unref();
+  }
+
+  private async runOnce(): Promise<void> {
+    if (this.stopped) return;
+    const timeoutSec = Math.max(1, Math.ceil(this.probe.timeoutSeconds || 1));
+    let ok = false;
+    try {
+      ok = (await this.exec(this.containerId, this.probe.command, timeoutSec)) === 0;
+    } catch {
+      ok = false;
+    }
+    if (this.stopped) return;
+    if (ok) {
+      this.successes++;
+      this.failures = 0;
+      if (!this.ready && this.successes >= Math.max(1, this.probe.successThreshold || 1)) this.set(true);
+    } else {
+      this.failures++;
+      this.successes = 0;
+      if (this.ready && this.failures >= Math.max(1, this.probe.failureThreshold || 3)) this.set(false);
+    }
+    this.schedule(Math.max(MIN_PERIOD_MS, (this.probe.periodSeconds || 10) * 1000));
+  }
+
+  private set(ready: boolean): void {
+    this.ready = ready;
+    this.onChange();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+  }
+}
+
+/** Probers of the running containers, by container id. */
+export class ReadinessTracker {
+  private readonly probers = new Map<string, ContainerProber>();
+
+  /** `onChange` runs whenever a container's readiness flips (a reconcile trigger). */
+  constructor(
+    private readonly exec: ProbeExec,
+    private readonly onChange: () => void = () => undefined,
+  ) {}
+
+  /**
+   * Readiness of a running container with this probe: starts probing it on
+   * first sight, answers the current verdict (false until it has passed).
+   * When the first probe is due at once (e.g. a restarted controller finding
+   * old containers), the answer waits for it, so running pods do not look
+   * unready for one period.
+   */
+  async observe(containerId: string, probe: ExecProbe, startedAtNs: number): Promise<boolean> {
+    let prober = this.probers.get(containerId);
+    if (prober === undefined) {
+      const startedAtMs = startedAtNs > 0 ? Math.floor(startedAtNs / 1e6) : Date.now();
+      prober = new ContainerProber(containerId, probe, startedAtMs, this.exec, this.onChange);
+      this.probers.set(containerId, prober);
+      await prober.first;
+    }
+    return prober.ready;
+  }
+
+  /** Stop probing a container (stopped, replaced or gone). */
+  forget(containerId: string): void {
+    this.probers.get(containerId)?.stop();
+    this.probers.delete(containerId);
+  }
+
+  /** Stop probing every container not in `alive`, among those whose id `owned` accepts. */
+  retain(alive: Set<string>, owned: (containerId: string) => boolean = () => true): void {
+    for (const id of [...this.probers.keys()]) if (!alive.has(id) && owned(id)) this.forget(id);
+  }
+
+  close(): void {
+    for (const id of [...this.probers.keys()]) this.forget(id);
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * The controller's state in an embedded transactional store (LMDB): applied
+ * CloneSets, the template of every revision seen, and per pod the revision it
+ * runs, its InPlaceUpdateReady gate and the step of an upgrade under way.
+ * The controller writes a step here before it executes it, and every write
+ * is one ACID transaction, so after a `kill -9` at any point a restarted
+ * controller finds either the step before or the step it was taking.
+ */
+import { open, type Database, type RootDatabase } from 'lmdb';
+import type { CloneSetSpec, PodTemplate } from './types';
+
+export interface SetRecord {
+  name: string;
+  spec: CloneSetSpec;
+  /** Revision hash of spec.template. */
+  updateRevision: string;
+  /** Bumped by every apply, pause and resume. */
+  generation: number;
+  /** ms since the epoch. */
+  createdAt: number;
+  updatedAt: number;
+  /** DELETE accepted: pods are being removed. */
+  deleting?: boolean;
+}
+
+export interface RevisionRecord {
+  set: string;
+  revision: string;
+  template: PodTemplate;
+  createdAt: number;
+}
+
+export type UpgradeKind = 'inPlace' | 'recreate' | 'create' | 'delete';
+
+/**
+ * Steps of an upgrade. In place: gateClosed → replacing → verifying → (done).
+ * Recreate: deleting → creating → (done). Create: creating. Delete: deleting.
+ */
+export type UpgradePhase = 'gateClosed' | 'replacing' | 'verifying' | 'deleting' | 'creating';
+
+export interface PodUpgrade {
+  kind: UpgradeKind;
+  phase: UpgradePhase;
+  fromRevision?: string;
+  toRevision: string;
+  /** Containers replaced in place. */
+  changed: string[];
+  /** Container name → image reference (repo digest) before the upgrade. */
+  recordedImageRefs: Record<string, string>;
+  /** Container name → container id before the upgrade. */
+  recordedContainerIds: Record<string, string>;
+  /** When the readiness gate was closed (ms since the epoch). */
+  gateClosedAt?: number;
+  startedAt: number;
+}
+
+export interface PodRecord {
+  set: string;
+  name: string;
+  /** Revision the pod runs (or is being moved to, once its containers are replaced). */
+  revision: string;
+  /** The InPlaceUpdateReady readiness gate. */
+  inPlaceUpdateReady: boolean;
+  upgrade?: PodUpgrade;
+  /** Upgrades completed on this pod (in place or recreate), for audits and tests. */
+  upgrades: number;
+  updatedAt: number;
+}
+
+const key = (set: string, name: string): string => `${set}/${name}`;
+
+export class StateStore {
+  private constructor(
+    private readonly root: RootDatabase,
+    private readonly sets: Database<SetRecord, string>,
+    private readonly revisions: Database<RevisionRecord, string>,
+    private readonly pods: Database<PodRecord, string>,
+  ) {}
+
+  /** Open (or create) the store in directory `path`. */
+  static open(path: string): StateStore {
+    const root = open({ path, compression: false });
+    return new StateStore(
+      root,
+      root.openDB<SetRecord, string>({ name: 'sets', encoding: 'json' }),
+      root.openDB<RevisionRecord, string>({ name: 'revisions', encoding: 'json' }),
+      root.openDB<PodRecord, string>({ name: 'pods', encoding: 'json' }),
+    );
+  }
+
+  getSet(name: string): SetRecord | undefined {
+    return this.sets.get(name);
+  }
+
+  listSets(): SetRecord[] {
+    return [...this.sets.getRange({})].map(({ value }) => value);
+  }
+
+  /** Store the set and its current revision's template in one transaction. */
+  putSet(record: SetRecord, revision?: RevisionRecord): void {
+    this.root.transactionSync(() => {
+      this.sets.putSync(record.name, record);
+      if (revision !== undefined && this.revisions.get(key(revision.set, revision.revision)) === undefined) {
+        this.revisions.putSync(key(revision.set, revision.revision), revision);
+      }
+    });
+  }
+
+  /** Forget a set with its revisions and pod records. */
+  deleteSet(name: string): void {
+    this.root.transactionSync(() => {
+      for (const { key: k } of this.revisions.getRange({ start: `${name}/`, end: `${name}0` })) this.revisions.removeSync(k);
+      for (const { key: k } of this.pods.getRange({ start: `${name}/`, end: `${name}0` })) this.pods.removeSync(k);
+      this.sets.removeSync(name);
+    });
+  }
+
+  getRevision(set: string, revision: string): RevisionRecord | undefined {
+    return this.revisions.get(key(set, revision));
+  }
+
+  getPod(set: string, name: string): PodRecord | undefined {
+    return this.pods.get(key(set, name));
+  }
+
+  listPods(set: string): PodRecord[] {
+    // '0' follows '/' in ASCII: the range holds exactly "<set>/…".
+    return [...this.pods.getRange({ start: `${set}/`, end: `${set}0` })].map(({ value }) => value);
+  }
+
+  putPod(record: PodRecord): void {
+    this.root.transactionSync(() => this.pods.putSync(key(record.set, record.name), { ...record, updatedAt: Date.now() }));
+  }
+
+  deletePod(set: string, name: string): void {
+    this.root.transactionSync(() => this.pods.removeSync(key(set, name)));
+  }
+
+  async close(): Promise<void> {
+    await this.root.close();
+  }
+}

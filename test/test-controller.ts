@@ -1,0 +1,546 @@
+/**
+ * The in-place upgrade controller end to end: `lazypull controller` in a
+ * child process against real containerd with its CRI plugin, CNI bridge
+ * networking and a loopback registry; CloneSets applied over its HTTP API
+ * and the CLI. Issue 5's acceptance: in-place updates keep sandbox and IP and
+ * leave sidecars alone, partition, maxUnavailable observed on the ready set,
+ * the readiness-gate grace period, recreate vs InPlaceOnly, a missing image,
+ * a never-ready new container, and kill -9 of the controller mid-rollout.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CriPodRuntime } from '../src/controller/cri-runtime';
+import type { PodTemplate } from '../src/controller/types';
+import type { Container } from '../src/cri/cri-types';
+import { startCriEnvironment, type CriEnvironment } from '../src/sandbox/cri-environment';
+import { startLocalSnapshotter, type LocalSnapshotter } from '../src/sandbox/local-snapshotter';
+import { CLI_PATH, runCli, runCliOk } from './support/cli';
+import {
+  Api,
+  buildAppImage,
+  cloneSetYaml,
+  killController,
+  startControllerProcess,
+  type ControllerProcess,
+  type PodView,
+  type ReadyEntry,
+  type SetOptions,
+  SERVE_COMMAND,
+  SIDECAR_COMMAND,
+} from './support/controller-fixture';
+import { requireBinary, requireFuse, requireRoot } from './support/require-env';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function byName<T extends { name: string }>(xs: T[]): Map<string, T> {
+  return new Map(xs.map((x) => [x.name, x]));
+}
+
+function container(p: PodView, name: string): { containerId: string; imageRef: string } {
+  const c = p.containers.find((x) => x.name === name);
+  assert.ok(c, `pod ${p.name} has container ${name}`);
+  return c;
+}
+
+/** Samples of the ready set taken every 100 ms while a rollout runs. */
+class ReadyPoller {
+  readonly samples: Array<{ at: number; entries: ReadyEntry[] }> = [];
+  private running = true;
+  private done: Promise<void>;
+
+  constructor(api: Api, set: string) {
+    this.done = (async () => {
+      while (this.running) {
+        const at = Date.now();
+        try {
+          this.samples.push({ at, entries: await api.ready(set) });
+        } catch {
+          // controller restarting
+        }
+        await sleep(Math.max(0, 100 - (Date.now() - at)));
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.done;
+  }
+
+  /** Most pods missing from the ready set (of `replicas`) in any sample. */
+  maxMissing(replicas: number): number {
+    return Math.max(0, ...this.samples.map((s) => replicas - s.entries.filter((e) => e.ready).length));
+  }
+
+  /**
+   * When `pod` left the ready set after being ready at `revision`: the time
+   * of the last request that still saw it ready (the gate closed after that
+   * answer) and of the first that did not.
+   */
+  leftReadySet(pod: string, revision: string): { lastReady: number; firstGone: number } | undefined {
+    let lastReady: number | undefined;
+    for (const s of this.samples) {
+      const e = s.entries.find((x) => x.name === pod);
+      if (e?.ready && e.revision === revision) lastReady = s.at;
+      else if (lastReady !== undefined && e !== undefined && !e.ready) return { lastReady, firstGone: s.at };
+    }
+    return undefined;
+  }
+}
+
+describe('in-place upgrade controller (CloneSet over containerd CRI)', function () {
+  this.timeout(120_000);
+  let env: CriEnvironment | undefined;
+  let workDir = '';
+  let controller: ControllerProcess | undefined;
+  let api: Api;
+  let port = 0;
+  let v1 = '';
+  let v2 = '';
+  let bad = '';
+  let sidecar = '';
+  const timings: Record<string, number> = {};
+
+  const opts = (o: Partial<SetOptions> & { name: string; replicas: number }): SetOptions => ({ image: v1, sidecarImage: sidecar, ...o });
+  const criContainers = async (sandboxId: string): Promise<Container[]> => (await env!.cri.listContainers({ podSandboxId: sandboxId })).filter((c) => c.metadata?.name === 'app');
+  const sandboxesOf = async (set: string): Promise<string[]> => (await env!.cri.listPodSandbox({ labelSelector: { 'lazypull.io/cloneset': set } })).map((s) => s.id);
+  const timed = async <T>(key: string, f: () => Promise<T>): Promise<T> => {
+    const t = Date.now();
+    const out = await f();
+    timings[key] = (Date.now() - t) / 1000;
+    return out;
+  };
+  const deleteSet = async (set: string): Promise<void> => {
+    await api.delete(set);
+    assert.deepEqual(await sandboxesOf(set), [], `no sandbox of ${set} left`);
+    assert.equal((await api.call('GET', `/clonesets/${set}`)).status, 404);
+  };
+
+  before(async function () {
+    this.timeout(180_000);
+    requireRoot(this);
+    for (const bin of ['containerd', 'runc', 'docker-registry', 'skopeo', 'ip']) requireBinary(this, bin);
+    workDir = await mkdtemp(join(tmpdir(), 'lzp-test-controller-'));
+    const t = Date.now();
+    env = await startCriEnvironment();
+    await Promise.all([
+      buildAppImage(join(workDir, 'v1'), 'v1', 'v1'),
+      buildAppImage(join(workDir, 'v2'), 'v2', 'v2'),
+      buildAppImage(join(workDir, 'bad'), 'bad', undefined),
+    ]);
+    v1 = await env.pushOciLayout(join(workDir, 'v1'), 'v1', 'test/app');
+    v2 = await env.pushOciLayout(join(workDir, 'v2'), 'v2', 'test/app');
+    bad = await env.pushOciLayout(join(workDir, 'bad'), 'bad', 'test/app');
+    sidecar = await env.pushOciLayout(join(workDir, 'v1'), 'v1', 'test/sidecar');
+    controller = await startControllerProcess(env, join(workDir, 'state'));
+    port = Number(new URL(controller.url).port);
+    api = new Api(controller.url);
+    timings.setup = (Date.now() - t) / 1000;
+  });
+
+  after(async function () {
+    this.timeout(120_000);
+    if (controller) await killController(controller);
+    // LAZYPULL_TEST_CONTROLLER_LOG=FILE keeps the controller's JSON log.
+    if (controller && process.env.LAZYPULL_TEST_CONTROLLER_LOG) await writeFile(process.env.LAZYPULL_TEST_CONTROLLER_LOG, controller.log());
+    if (this.currentTest?.state === 'failed' && controller) console.log(controller.log().slice(-5000));
+    await env?.stop();
+    env = undefined;
+    if (workDir) await rm(workDir, { recursive: true, force: true });
+    console.log(`      timings (s): ${Object.entries(timings).map(([k, v]) => `${k}=${v.toFixed(2)}`).join(' ')}`);
+  });
+
+  afterEach(function () {
+    if (this.currentTest?.state === 'failed' && controller) console.log(controller.log().slice(-6000));
+  });
+
+  it('rejects a malformed spec with the field named and changes nothing; unknown sets are 404', async function () {
+    const bad1 = await api.call<{ error: { message: string; field: string } }>('PUT', '/clonesets', cloneSetYaml(opts({ name: 'bad', replicas: 1, maxUnavailable: 'lots' })));
+    assert.equal(bad1.status, 400);
+    assert.equal(bad1.body.error.field, 'spec.updateStrategy.maxUnavailable');
+    const bad2 = await api.call<{ error: { message: string } }>('PUT', '/clonesets', 'kind: CloneSet\n  : [');
+    assert.equal(bad2.status, 400);
+    assert.match(bad2.body.error.message, /YAML/);
+    assert.equal((await api.call('GET', '/clonesets/bad')).status, 404);
+    assert.equal((await api.call('GET', '/clonesets/nothing/ready')).status, 404);
+    assert.equal((await api.call('POST', '/clonesets/nothing/pause')).status, 404);
+    assert.deepEqual((await api.call('GET', '/clonesets')).body, []);
+    // Through the CLI: the field is named, the exit code is 1.
+    const file = join(workDir, 'bad.yaml');
+    await writeFile(file, cloneSetYaml(opts({ name: 'bad', replicas: -1 })));
+    const cli = await runCli(['rollout', 'apply', '-f', file, '--server', controller!.url]);
+    assert.equal(cli.code, 1);
+    assert.match(cli.stderr, /spec\.replicas/);
+  });
+
+  it('updates images in place: same sandbox and IP, new app container and image, sidecar untouched', async function () {
+    const set = 'inplace';
+    const file = join(workDir, `${set}.yaml`);
+    await writeFile(file, cloneSetYaml(opts({ name: set, replicas: 2, maxUnavailable: 2 })));
+    const applied = await runCli(['rollout', 'apply', '-f', file], { env: { LAZYPULL_SERVER: controller!.url } });
+    assert.equal(applied.code, 0, applied.stderr);
+    assert.match(applied.stdout, /cloneset.apps.kruise.io\/inplace created/);
+    const before = await timed('create2', () => api.rolledOut(set, 2));
+    for (const p of before.pods) assert.ok(env!.network.contains(p.ip), `pod IP ${p.ip}`);
+
+    // kubectl-style table and the JSON status through the CLI.
+    const table = await runCli(['rollout', 'status', set, '--server', controller!.url]);
+    assert.equal(table.code, 0, table.stderr);
+    const [header, row] = table.stdout.trim().split('\n');
+    assert.deepEqual(header.split(/\s+/), ['NAME', 'DESIRED', 'UPDATED', 'UPDATED_READY', 'READY', 'TOTAL', 'AGE']);
+    assert.deepEqual(row.split(/\s+/).slice(0, 6), [set, '2', '2', '2', '2', '2']);
+    const json = JSON.parse((await runCli(['rollout', 'status', set, '--json', '--server', controller!.url])).stdout);
+    assert.equal(json.updateRevision, before.updateRevision);
+    assert.equal(json.pods.length, 2);
+    assert.deepEqual(Object.keys(json.pods[0].containers[0]).sort(), ['containerId', 'imageRef', 'name']);
+
+    const sidecarStart = new Map<string, number>();
+    for (const p of before.pods) {
+      const st = (await env!.cri.containerStatus(container(p, 'sidecar').containerId)).status;
+      sidecarStart.set(p.name, st!.startedAt);
+    }
+    const watch = spawn(process.execPath, [CLI_PATH, 'rollout', 'status', set, '--watch', '--interval', '100', '--server', controller!.url]);
+    let watched = '';
+    watch.stdout.on('data', (d: Buffer) => (watched += d.toString()));
+    await writeFile(file, cloneSetYaml(opts({ name: set, replicas: 2, maxUnavailable: 2, image: v2 })));
+    assert.equal((await runCli(['rollout', 'apply', '-f', file, '--server', controller!.url])).code, 0);
+    const after = await timed('inPlace2', () => api.rolledOut(set, 2));
+    await sleep(300);
+    const watchExit = new Promise((r) => watch.once('exit', r));
+    watch.kill('SIGINT');
+    await watchExit;
+    const lines = watched.trim().split('\n');
+    assert.equal(lines.filter((l) => l.startsWith('NAME')).length, 1, `one header: ${watched}`);
+    assert.ok(lines.length >= 3, `a line per change: ${watched}`);
+    assert.deepEqual(lines[lines.length - 1].split(/\s+/).slice(0, 6), [set, '2', '2', '2', '2', '2']);
+    assert.notEqual(after.updateRevision, before.updateRevision);
+    const old = byName(before.pods);
+    assert.deepEqual([...old.keys()].sort(), after.pods.map((p) => p.name).sort(), 'same pods');
+    for (const p of after.pods) {
+      const was = old.get(p.name)!;
+      assert.equal(p.sandboxId, was.sandboxId, 'sandbox kept');
+      assert.equal(p.ip, was.ip, 'IP kept');
+      assert.notEqual(container(p, 'app').containerId, container(was, 'app').containerId, 'app container replaced');
+      assert.notEqual(container(p, 'app').imageRef, container(was, 'app').imageRef, 'new image reference');
+      assert.match(container(p, 'app').imageRef, /@sha256:[0-9a-f]{64}$/);
+      assert.equal(container(p, 'sidecar').containerId, container(was, 'sidecar').containerId, 'sidecar kept');
+      const side = (await env!.cri.containerStatus(container(p, 'sidecar').containerId)).status;
+      assert.equal(side?.state, 'CONTAINER_RUNNING');
+      assert.equal(side?.startedAt, sidecarStart.get(p.name), 'sidecar start time unchanged');
+      const app = (await env!.cri.containerStatus(container(p, 'app').containerId)).status;
+      assert.equal(app?.metadata?.attempt, 1, 'first replacement');
+      const version = await env!.cri.execSync(container(p, 'app').containerId, ['cat', '/app/version.txt']);
+      assert.equal(version.stdout.toString(), 'v2\n');
+      assert.equal((await env!.cri.podSandboxStatus(p.sandboxId)).status?.state, 'SANDBOX_READY');
+    }
+
+    // Scale up at the new revision, then down.
+    await api.apply(cloneSetYaml(opts({ name: set, replicas: 3, maxUnavailable: 2, image: v2 })));
+    const three = await timed('scaleUp', () => api.rolledOut(set, 3));
+    for (const [name, p] of old) assert.equal(three.pods.find((x) => x.name === name)?.sandboxId, p.sandboxId, 'existing pods untouched by scaling');
+    await api.apply(cloneSetYaml(opts({ name: set, replicas: 1, maxUnavailable: 2, image: v2 })));
+    await timed('scaleDown', () => api.rolledOut(set, 1));
+    assert.equal((await sandboxesOf(set)).length, 1);
+
+    // pause / resume reach the spec.
+    assert.equal((await runCli(['rollout', 'pause', set, '--server', controller!.url])).code, 0);
+    assert.equal(((await api.call<{ spec: { updateStrategy: { paused: boolean } } }>('GET', `/clonesets/${set}`)).body.spec.updateStrategy.paused), true);
+    assert.equal((await runCli(['rollout', 'resume', set, '--server', controller!.url])).code, 0);
+    assert.equal(((await api.call<{ spec: { updateStrategy: { paused: boolean } } }>('GET', `/clonesets/${set}`)).body.spec.updateStrategy.paused), false);
+    const del = await runCli(['rollout', 'delete', set, '--server', controller!.url]);
+    assert.equal(del.code, 0, del.stderr);
+    assert.deepEqual(await sandboxesOf(set), []);
+  });
+
+  it('CRI runtime: an in-place replacement taken again (as after a crash) is not done twice; deletePod is idempotent', async function () {
+    const runtime = new CriPodRuntime(env!.cri, { logRoot: join(workDir, 'direct-pods'), cgroupParent: `/${env!.cgroupRoot}` });
+    try {
+      const template = (image: string): PodTemplate => ({
+        labels: { app: 'direct' },
+        annotations: { note: 'kept' },
+        containers: [
+          { name: 'app', image, command: SERVE_COMMAND, readinessProbe: { exec: { command: ['cat', '/app/version.txt'], initialDelaySeconds: 0, periodSeconds: 1, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 1 } } },
+          { name: 'sidecar', image: sidecar, command: SIDECAR_COMMAND },
+        ],
+      });
+      const labels = { app: 'direct', 'lazypull.io/cloneset': 'direct' };
+      const created = await runtime.createPod('direct-0', template(v1), 'rev1', labels);
+      assert.equal(created.revision, 'rev1');
+      assert.ok(env!.network.contains(created.ip));
+      const once = await runtime.updateContainersInPlace(created, template(v2), ['app'], 'rev2');
+      const twice = await runtime.updateContainersInPlace(once, template(v2), ['app'], 'rev2');
+      const app = (p: typeof once): string => p.containers.find((c) => c.name === 'app')!.containerId;
+      assert.equal(app(twice), app(once), 'the second call carried on with the same container');
+      assert.notEqual(app(once), app(created));
+      assert.equal(twice.revision, 'rev2');
+      const apps = await criContainers(created.sandboxId);
+      assert.deepEqual(apps.map((c) => c.metadata?.attempt).sort(), [0, 1]);
+      const listed = await runtime.listPods(labels);
+      assert.equal(listed.length, 1);
+      assert.equal(listed[0].sandboxId, created.sandboxId);
+      assert.equal(listed[0].containersReady, true, JSON.stringify(listed[0].containers));
+      await runtime.deletePod(listed[0], 1);
+      await runtime.deletePod(listed[0], 1);
+      assert.deepEqual(await runtime.listPods(labels), []);
+    } finally {
+      runtime.close();
+    }
+  });
+
+  describe('5 replicas', function () {
+    const set = 'five';
+    let poller: ReadyPoller | undefined;
+    let v1Revision = '';
+    let v2Revision = '';
+    let initial = new Map<string, PodView>();
+
+    after(async function () {
+      await poller?.stop();
+      if (env && controller) await deleteSet(set).catch(() => undefined);
+    });
+
+    it('partition 2 of 5 leaves exactly 2 pods on the old revision; maxUnavailable 1 on the ready set; a pod leaves it ≥ 2 s before its container stops', async function () {
+      const base = { name: set, replicas: 5, maxUnavailable: 1, gracePeriodSeconds: 2 };
+      v1Revision = (await api.apply(cloneSetYaml(opts(base)))).updateRevision;
+      const created = await timed('create5', () => api.rolledOut(set, 5));
+      initial = byName(created.pods);
+      poller = new ReadyPoller(api, set);
+      const t = Date.now();
+      v2Revision = (await api.apply(cloneSetYaml(opts({ ...base, image: v2, partition: 2 })))).updateRevision;
+      const s = await api.waitFor(set, '3 updated and all ready', (x) => x.updatedReadyReplicas === 3 && x.readyReplicas === 5);
+      timings.partition3of5 = (Date.now() - t) / 1000;
+      await sleep(1500);
+      const settled = await api.status(set);
+      assert.equal(settled.updatedReplicas, 3);
+      assert.equal(settled.pods.filter((p) => p.revision === v1Revision).length, 2, 'exactly 2 pods on the old revision');
+      assert.equal(settled.pods.filter((p) => p.revision === v2Revision).length, 3);
+      assert.equal(s.currentRevision, v1Revision);
+      assert.equal(poller.maxMissing(5), 1, 'never more than maxUnavailable (1) missing from the ready set');
+      console.log(`      ready-set samples: ${poller.samples.length}`);
+
+      // The gate closed at least gracePeriodSeconds before the old container stopped.
+      const gaps: number[] = [];
+      for (const p of settled.pods.filter((x) => x.revision === v2Revision)) {
+        const left = poller.leftReadySet(p.name, v1Revision);
+        assert.ok(left !== undefined, `saw ${p.name} leave the ready set`);
+        const oldId = container(initial.get(p.name)!, 'app').containerId;
+        const old = (await env!.cri.containerStatus(oldId)).status;
+        assert.equal(old?.state, 'CONTAINER_EXITED');
+        const stoppedAt = old!.finishedAt / 1e6;
+        gaps.push(stoppedAt - left.firstGone);
+        // Strict against the last answer that showed it ready; a poll interval (plus latency) of slack against the first that did not.
+        assert.ok(stoppedAt - left.lastReady >= 2000, `${p.name}: last seen ready at ${left.lastReady}, old container stopped at ${stoppedAt}`);
+        assert.ok(stoppedAt - left.firstGone >= 2000 - 250, `${p.name}: gone from the ready set at ${left.firstGone}, old container stopped at ${stoppedAt} (${stoppedAt - left.firstGone} ms later)`);
+      }
+      console.log(`      left ready set → old container stopped (ms): ${gaps.map((g) => g.toFixed(0)).join(', ')}`);
+    });
+
+    it('partition 0 finishes the rollout in place, never more than 1 pod missing', async function () {
+      const t = Date.now();
+      await api.apply(cloneSetYaml(opts({ name: set, replicas: 5, maxUnavailable: 1, gracePeriodSeconds: 2, image: v2 })));
+      const done = await api.rolledOut(set, 5);
+      timings.partitionRest = (Date.now() - t) / 1000;
+      await poller!.stop();
+      assert.equal(poller!.maxMissing(5), 1);
+      for (const p of done.pods) {
+        assert.equal(p.sandboxId, initial.get(p.name)?.sandboxId);
+        assert.equal(p.revision, v2Revision);
+      }
+    });
+
+    it('kill -9 of the controller mid-rollout: a restarted one completes it, no pod upgraded twice, none lost', async function () {
+      const base = { name: set, replicas: 5, maxUnavailable: 1, gracePeriodSeconds: 1 };
+      const before = byName((await api.status(set)).pods);
+      const t = Date.now();
+      await api.apply(cloneSetYaml(opts(base)));
+      const poller = new ReadyPoller(api, set);
+      // Kill while a pod is between gate and replacement or being verified, then once more soon after the restart.
+      const killedAfter: string[] = [];
+      const killAndRestart = async (): Promise<void> => {
+        await killController(controller!, 'SIGKILL');
+        const events = controller!.log().trim().split('\n').map((l) => {
+          try {
+            return JSON.parse(l) as { event?: string; pod?: string };
+          } catch {
+            return {};
+          }
+        });
+        const last = events.filter((e) => e.pod !== undefined).slice(-2);
+        killedAfter.push(last.map((e) => `${e.event}(${e.pod})`).join(' '));
+        controller = await startControllerProcess(env!, join(workDir, 'state'), port);
+      };
+      await api.waitFor(set, 'one pod updated and one mid-upgrade', (s) => s.updatedReplicas >= 2 && s.pods.some((p) => !p.ready), 30_000);
+      await killAndRestart();
+      await api.waitFor(set, 'a third pod updated', (s) => s.updatedReplicas >= 3, 30_000);
+      await killAndRestart();
+      console.log(`      killed after: ${killedAfter.join(' | ')}`);
+      const done = await api.rolledOut(set, 5, 60_000);
+      timings.killRollout = (Date.now() - t) / 1000;
+      await poller.stop();
+      assert.ok(poller.maxMissing(5) <= 1, `at most 1 pod missing from the ready set across the restarts (${poller.maxMissing(5)})`);
+      assert.equal(done.updateRevision, v1Revision, 'rolled back to v1 in place');
+      assert.equal(done.pods.length, 5, 'no pod lost');
+      assert.equal((await sandboxesOf(set)).length, 5, 'no extra sandbox');
+      for (const p of done.pods) {
+        assert.equal(p.sandboxId, before.get(p.name)?.sandboxId, `${p.name} kept its sandbox`);
+        const apps = (await criContainers(p.sandboxId)).sort((a, b) => (b.metadata?.attempt ?? 0) - (a.metadata?.attempt ?? 0));
+        // v1 (attempt 0) → v2 (attempt 1) → v1 (attempt 2): exactly one replacement per rollout.
+        assert.equal(apps[0].metadata?.attempt, 2, `${p.name}: app container replaced exactly once in this rollout`);
+        assert.equal(apps[0].id, container(p, 'app').containerId);
+        assert.ok(apps.length <= 2, `${p.name}: at most the current and the previous app container (${apps.length})`);
+        const version = await env!.cri.execSync(apps[0].id, ['cat', '/app/version.txt']);
+        assert.equal(version.stdout.toString(), 'v1\n');
+      }
+      assert.match(controller!.log(), /"event":"started"/);
+    });
+  });
+
+  it('a command change recreates the pod under InPlaceIfPossible and is refused under InPlaceOnly', async function () {
+    const set = 'cmd';
+    const base = { name: set, replicas: 2, maxUnavailable: 2 };
+    const before = byName((await timed('create2b', async () => {
+      await api.apply(cloneSetYaml(opts(base)));
+      return api.rolledOut(set, 2);
+    })).pods);
+    const command = ['/bin/sh', '-c', 'trap "exit 0" TERM; echo changed; while true; do sleep 1 & wait $!; done'];
+    await api.apply(cloneSetYaml(opts({ ...base, image: v2, command, type: 'InPlaceOnly' })));
+    const refused = await api.waitFor(set, 'InPlaceOnly refusal', (s) => /InPlaceOnly/.test(s.message ?? ''));
+    assert.match(refused.message ?? '', /command/);
+    await sleep(1500);
+    const still = await api.status(set);
+    assert.equal(still.updatedReplicas, 0);
+    assert.equal(still.readyReplicas, 2);
+    for (const p of still.pods) assert.equal(p.sandboxId, before.get(p.name)?.sandboxId);
+
+    const t = Date.now();
+    await api.apply(cloneSetYaml(opts({ ...base, image: v2, command, type: 'InPlaceIfPossible' })));
+    const done = await api.rolledOut(set, 2);
+    timings.recreate2 = (Date.now() - t) / 1000;
+    for (const p of done.pods) {
+      assert.notEqual(p.sandboxId, before.get(p.name)?.sandboxId, `${p.name} has a new sandbox`);
+      assert.equal((await criContainers(p.sandboxId))[0]?.metadata?.attempt, 0);
+    }
+    assert.equal((await sandboxesOf(set)).length, 2, 'old sandboxes removed');
+    await deleteSet(set);
+  });
+
+  it('a missing image blocks the rollout with the reason; pods keep serving their old containers', async function () {
+    const set = 'missing';
+    const base = { name: set, replicas: 2, maxUnavailable: 1 };
+    await api.apply(cloneSetYaml(opts(base)));
+    const before = byName((await api.rolledOut(set, 2)).pods);
+    const missing = `${env!.registry.host}/test/app:does-not-exist`;
+    await api.apply(cloneSetYaml(opts({ ...base, image: missing })));
+    const stuck = await api.waitFor(set, 'blocked status', (s) => (s.message ?? '').includes('does-not-exist'));
+    assert.match(stuck.message ?? '', /rollout stopped|blocked/);
+    await sleep(1500);
+    const s = await api.status(set);
+    assert.equal(s.updatedReplicas, 0);
+    assert.equal(s.readyReplicas, 2);
+    for (const p of s.pods) {
+      assert.ok(p.ready, `${p.name} still serving`);
+      assert.equal(container(p, 'app').containerId, container(before.get(p.name)!, 'app').containerId, 'old container kept');
+    }
+    assert.ok((await api.ready(set)).every((e) => e.ready));
+    // Applying the previous spec clears it.
+    await api.apply(cloneSetYaml(opts(base)));
+    const back = await api.waitFor(set, 'message cleared', (x) => x.message === undefined && x.updatedReadyReplicas === 2);
+    for (const p of back.pods) assert.equal(container(p, 'app').containerId, container(before.get(p.name)!, 'app').containerId);
+    await deleteSet(set);
+  });
+
+  it('a new container that never becomes ready stops the rollout at maxUnavailable; the previous spec rolls back in place', async function () {
+    const set = 'crash';
+    const base = { name: set, replicas: 3, maxUnavailable: 1 };
+    await api.apply(cloneSetYaml(opts(base)));
+    const before = byName((await api.rolledOut(set, 3)).pods);
+    const poller = new ReadyPoller(api, set);
+    const badRevision = (await api.apply(cloneSetYaml(opts({ ...base, image: bad })))).updateRevision;
+    await api.waitFor(set, 'one pod on the bad revision', (s) => s.updatedReplicas === 1);
+    await sleep(4000);
+    const s = await api.status(set);
+    assert.equal(s.updatedReplicas, 1, 'no progress past maxUnavailable');
+    assert.equal(s.updatedReadyReplicas, 0);
+    assert.equal(s.readyReplicas, 2);
+    assert.equal(s.pods.filter((p) => p.revision === badRevision).length, 1);
+    const t = Date.now();
+    await api.apply(cloneSetYaml(opts(base)));
+    const back = await api.rolledOut(set, 3);
+    timings.rollback = (Date.now() - t) / 1000;
+    await poller.stop();
+    assert.equal(poller.maxMissing(3), 1);
+    for (const p of back.pods) {
+      assert.equal(p.sandboxId, before.get(p.name)?.sandboxId, 'rolled back in place');
+      assert.equal(container(p, 'sidecar').containerId, container(before.get(p.name)!, 'sidecar').containerId);
+    }
+    await deleteSet(set);
+  });
+
+  describe('with the lazypull snapshotter (eStargz images, layers mounted lazily)', function () {
+    let lazyEnv: CriEnvironment | undefined;
+    let snapshotter: LocalSnapshotter | undefined;
+    let lazyController: ControllerProcess | undefined;
+    let dir = '';
+
+    before(async function () {
+      this.timeout(180_000);
+      requireFuse(this);
+      dir = await mkdtemp(join(tmpdir(), 'lzp-test-controller-lazy-'));
+      lazyEnv = await startCriEnvironment({
+        snapshotter: 'lazypull',
+        beforeContainerd: async (ctx) => {
+          snapshotter = await startLocalSnapshotter({ dir, plainHttpRegistries: [ctx.registry.host], hostsDir: ctx.hostsDir });
+          return { proxySnapshotters: { lazypull: snapshotter.socket } };
+        },
+      });
+      lazyController = await startControllerProcess(lazyEnv, join(dir, 'state'));
+    });
+
+    after(async function () {
+      this.timeout(120_000);
+      if (lazyController) await killController(lazyController);
+      await lazyEnv?.stop();
+      await snapshotter?.stop();
+      if (dir) await rm(dir, { recursive: true, force: true });
+    });
+
+    it('pre-warms the new revision (layers mounted lazily) before the first pod is touched, then updates in place', async function () {
+      const host = lazyEnv!.registry.host;
+      const refs: Record<string, string> = {};
+      for (const tag of ['v1', 'v2']) {
+        refs[tag] = `${host}/lazy/app:${tag}`;
+        await runCliOk(['convert', `oci:${join(workDir, tag)}:${tag}`, refs[tag], '--plain-http', '--level', '1']);
+      }
+      const lazyApi = new Api(lazyController!.url);
+      const base = { name: 'lazy', replicas: 2, maxUnavailable: 1, image: refs.v1, sidecarImage: refs.v1 };
+      await lazyApi.apply(cloneSetYaml(base));
+      const before = byName((await lazyApi.rolledOut('lazy', 2)).pods);
+      const t = Date.now();
+      const { updateRevision } = await lazyApi.apply(cloneSetYaml({ ...base, image: refs.v2 }));
+      const done = await lazyApi.rolledOut('lazy', 2);
+      timings.lazyInPlace2 = (Date.now() - t) / 1000;
+      for (const p of done.pods) {
+        assert.equal(p.sandboxId, before.get(p.name)?.sandboxId);
+        assert.notEqual(container(p, 'app').imageRef, container(before.get(p.name)!, 'app').imageRef);
+        const version = await lazyEnv!.cri.execSync(container(p, 'app').containerId, ['cat', '/app/version.txt']);
+        assert.equal(version.stdout.toString(), 'v2\n');
+      }
+      const mounted = await snapshotter!.mountStatuses();
+      assert.ok(mounted.some((m) => m.reference === refs.v2), `a layer of v2 mounted lazily: ${mounted.map((m) => m.reference).join(', ')}`);
+      const events = lazyController!.log().trim().split('\n').map((l) => {
+        try {
+          return JSON.parse(l) as { event?: string; revision?: string; to?: string };
+        } catch {
+          return {};
+        }
+      });
+      const prewarmed = events.findIndex((e) => e.event === 'prewarmed' && e.revision === updateRevision);
+      const firstTouch = events.findIndex((e) => e.event === 'gate_closed' && e.to === updateRevision);
+      assert.ok(prewarmed >= 0 && firstTouch > prewarmed, `pre-warm (${prewarmed}) before the first pod (${firstTouch})`);
+      await lazyApi.delete('lazy');
+    });
+  });
+});
