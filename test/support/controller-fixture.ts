@@ -18,36 +18,9 @@ import { buildOciLayout, busyboxLayer, type LayerEntry } from './oci-image';
 export const SERVE_COMMAND = ['/bin/sh', '-c', 'trap "exit 0" TERM; while true; do sleep 1 & wait $!; done'];
 export const SIDECAR_COMMAND = ['/bin/sh', '-c', 'trap "exit 0" TERM; while true; do sleep 1 & wait $!; done # sidecar'];
 
-export interface ContainerView {
-  name: string;
-  containerId: string;
-  imageRef: string;
-}
-export interface PodView {
-  name: string;
-  ip: string;
-  sandboxId: string;
-  revision: string;
-  ready: boolean;
-  containers: ContainerView[];
-}
-export interface StatusView {
-  replicas: number;
-  readyReplicas: number;
-  updatedReplicas: number;
-  updatedReadyReplicas: number;
-  updateRevision: string;
-  currentRevision: string;
-  message?: string;
-  blocked: Record<string, string>;
-  pods: PodView[];
-}
-export interface ReadyEntry {
-  name: string;
-  ip: string;
-  revision: string;
-  ready: boolean;
-}
+// The controller's own view types: a test reads exactly what the API serves.
+import type { CloneSetStatusView as StatusView, ContainerView, PodView, ReadyEntry } from '../../src/controller/controller';
+export type { ContainerView, PodView, ReadyEntry, StatusView };
 
 /** An app image: busybox plus a top layer with /app/version.txt (none when `version` is undefined). */
 export async function buildAppImage(dir: string, tag: string, version: string | undefined): Promise<void> {
