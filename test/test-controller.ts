@@ -317,6 +317,8 @@ describe('in-place upgrade controller (CloneSet over containerd CRI)', function 
       assert.equal(settled.updatedReplicas, 3);
       assert.equal(settled.pods.filter((p) => p.revision === v1Revision).length, 2, 'exactly 2 pods on the old revision');
       assert.equal(settled.pods.filter((p) => p.revision === v2Revision).length, 3);
+      // Without a priority strategy the update order is by name: the last two stay old.
+      assert.deepEqual(settled.pods.filter((p) => p.revision === v1Revision).map((p) => p.name).sort(), [`${set}-3`, `${set}-4`]);
       assert.equal(s.currentRevision, v1Revision);
       assert.equal(poller.maxMissing(5), 1, 'never more than maxUnavailable (1) missing from the ready set');
       console.log(`      ready-set samples: ${poller.samples.length}`);
@@ -396,6 +398,24 @@ describe('in-place upgrade controller (CloneSet over containerd CRI)', function 
       }
       assert.match(controller!.log(), /"event":"started"/);
     });
+  });
+
+  it('orderPriority changes the update order: by the integer in lazypull.io/pod-name, larger first (as CloneSet sorts)', async function () {
+    const name = 'ordered';
+    const base = { name, replicas: 3, maxUnavailable: 1, orderedKey: 'lazypull.io/pod-name' };
+    const v1Rev = (await api.apply(cloneSetYaml(opts(base)))).updateRevision;
+    await api.rolledOut(name, 3);
+    const v2Rev = (await api.apply(cloneSetYaml(opts({ ...base, image: v2 })))).updateRevision;
+    assert.notEqual(v2Rev, v1Rev);
+    const firstSeen = new Map<string, number>();
+    const deadline = Date.now() + 60_000;
+    while (firstSeen.size < 3 && Date.now() < deadline) {
+      for (const p of (await api.status(name)).pods) if (p.revision === v2Rev && !firstSeen.has(p.name)) firstSeen.set(p.name, Date.now());
+      await sleep(50);
+    }
+    const order = [...firstSeen.entries()].sort((a, b) => a[1] - b[1]).map(([n]) => n);
+    assert.deepEqual(order, [`${name}-2`, `${name}-1`, `${name}-0`]);
+    await deleteSet(name);
   });
 
   it('a command change recreates the pod under InPlaceIfPossible and is refused under InPlaceOnly', async function () {

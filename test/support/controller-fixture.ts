@@ -42,6 +42,8 @@ export interface SetOptions {
   /** Replaces the app's command (a change that needs a new pod). */
   command?: string[];
   paused?: boolean;
+  /** updateStrategy.priorityStrategy.orderPriority[0].orderedKey */
+  orderedKey?: string;
 }
 
 /** A CloneSet manifest: an app container with a readiness probe and a sidecar. */
@@ -76,6 +78,7 @@ export function cloneSetYaml(o: SetOptions): string {
     `    partition: ${JSON.stringify(o.partition ?? 0)}`,
     `    maxUnavailable: ${JSON.stringify(o.maxUnavailable ?? 1)}`,
     `    paused: ${o.paused === true}`,
+    ...(o.orderedKey ? ['    priorityStrategy:', '      orderPriority:', `      - orderedKey: ${o.orderedKey}`] : []),
     '    inPlaceUpdateStrategy:',
     `      gracePeriodSeconds: ${o.gracePeriodSeconds ?? 0}`,
     '',
