@@ -32,6 +32,7 @@ import { startLocalSnapshotter, type LocalSnapshotter } from '../src/sandbox/loc
 import { requireBinary, requireRoot } from '../src/sandbox/prerequisites';
 import { LAZYPULL_CLI } from './lazypull-convert';
 import { ensurePythonRootfs, prioritizedFiles, PYTHON_COMMAND, PYTHON_OUTPUT, type PythonRootfs } from './python-rootfs';
+import { toolVersion } from './tool-version';
 
 const execFileP = promisify(execFile);
 const SNAPSHOTTER = 'lazypull';
@@ -237,14 +238,6 @@ async function lazyRun(work: string, image: ColdStartImage, registryHost: string
   }
 }
 
-async function version(cmd: string, args: string[]): Promise<string> {
-  try {
-    const { stdout } = await execFileP(cmd, args);
-    return (stdout.match(/\d+\.\d+[\w.~+-]*/) ?? ['?'])[0];
-  } catch {
-    return 'not installed';
-  }
-}
 
 export function coldStartAvailable(): string | undefined {
   try {
@@ -309,7 +302,7 @@ export async function benchColdStart(log: (line: string) => void): Promise<ColdS
         fetchedShare: median(lazies.map((r) => r.fetched?.fetchedShare ?? 0)),
       },
       ratio: lazyFirst / fullFirst,
-      versions: { containerd: await version('containerd', ['--version']), runc: await version('runc', ['--version']) },
+      versions: { containerd: await toolVersion('containerd', ['--version']), runc: await toolVersion('runc', ['--version']) },
     };
   } finally {
     await stops.run();

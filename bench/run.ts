@@ -7,8 +7,6 @@
  *
  * `node dist/bench/run.js [convert] [cold-start]` runs only those.
  */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { ensureBenchLayer, layerSample } from './bench-layer';
 import { BENCHMARKS_DOC, updateBenchmarksDoc } from './benchmarks-doc';
 import { benchColdStart, coldStartAvailable } from './cold-start';
@@ -17,8 +15,8 @@ import { benchCtrRemote, ctrRemoteAvailable } from './ctr-remote-convert';
 import { benchCodecs } from './gzip-micro';
 import { benchLazypull, lazypullAvailable } from './lazypull-convert';
 import { BenchResults, ConvertRow, renderMarkdown, renderTerminal } from './report';
+import { toolVersion } from './tool-version';
 
-const execFileP = promisify(execFile);
 const LEVELS = [9, 6];
 const CODEC_SAMPLE_BYTES = 32 * 1024 * 1024;
 
@@ -26,14 +24,6 @@ const log = (line: string): void => {
   process.stderr.write(`bench: ${line}\n`);
 };
 
-async function version(cmd: string, args: string[]): Promise<string> {
-  try {
-    const { stdout } = await execFileP(cmd, args);
-    return (stdout.match(/\d+\.\d+[\w.~+-]*/) ?? ['?'])[0];
-  } catch {
-    return 'not installed';
-  }
-}
 
 /** Keep the fastest of `repeat` runs per level: the least disturbed one. */
 async function fastest<T extends { level: number; wallSec: number }>(repeat: number, run: () => Promise<T[]>): Promise<T[]> {
@@ -83,8 +73,8 @@ async function convertSuite(): Promise<void> {
     codecs,
     codecSampleBytes: sample.length,
     versions: {
-      'ctr-remote': await version('ctr-remote', ['--version']),
-      containerd: await version('containerd', ['--version']),
+      'ctr-remote': await toolVersion('ctr-remote', ['--version']),
+      containerd: await toolVersion('containerd', ['--version']),
     },
   };
   process.stdout.write(renderTerminal(results) + '\n');

@@ -26,19 +26,13 @@ import { buildBusyboxImage, HELLO_TEXT } from './support/oci-image';
 import { startRegistry, type RegistryFixture } from './support/registry-fixture';
 import { requireBinary, requireFile, requireFuse, requireRoot } from './support/require-env';
 import { isProcessAlive as alive } from '../src/util/process-alive';
+import type { PulledLayer } from '../src/containerd/pull-image';
 
 const execFileP = promisify(execFile);
 const REPO_ROOT = join(__dirname, '..', '..');
 
-interface JsonLayer {
-  index: number;
-  digest: string;
-  mediaType: string;
-  size: number;
-  diffId: string;
-  chainId: string;
-  mode: 'lazy' | 'fetched' | 'existing';
-}
+/** `--json` prints the pull's layers as the product's PulledLayer. */
+type JsonLayer = PulledLayer;
 
 interface JsonPull {
   image: string;

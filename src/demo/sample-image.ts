@@ -8,9 +8,9 @@
 import { createCipheriv, createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { gzipSync } from 'node:zlib';
-import { pack, type Header } from 'tar-stream';
 import { LazypullError } from '../errors';
 import { OciLayout } from '../image/oci-layout';
+import { packTar, type TarEntrySpec } from '../image/pack-tar';
 import { layerFromBuffers, writeImage, type LayerBlob } from '../image/write-image';
 
 export const BUSYBOX_PATH = '/bin/busybox';
@@ -19,15 +19,8 @@ export const SAMPLE_CMD = ['/bin/sh', '-c', 'cat /app/hello.txt'];
 const APPLETS = ['sh', 'cat', 'echo', 'ls', 'sleep'];
 const DATA_FILES = 24;
 const DATA_FILE_BYTES = 1 << 20;
-/** Fixed times and contents: the same build gives the same digests. */
-const MTIME = new Date(1_700_000_000 * 1000);
-
-type EntryHeader = Partial<Header> & Pick<Header, 'name'>;
-
-interface SampleEntry {
-  header: EntryHeader;
-  content?: Buffer | string;
-}
+/** Fixed times and contents (packTar's): the same build gives the same digests. */
+type SampleEntry = TarEntrySpec;
 
 export interface SampleLayer {
   name: string;
@@ -100,22 +93,6 @@ export async function readStaticBusybox(path = BUSYBOX_PATH): Promise<Buffer> {
   return data;
 }
 
-async function tarOf(entries: SampleEntry[]): Promise<Buffer> {
-  const packer = pack();
-  const chunks: Buffer[] = [];
-  const collected = (async () => {
-    for await (const chunk of packer) chunks.push(chunk as Buffer);
-  })();
-  for (const e of entries) {
-    const header: EntryHeader = { uid: 0, gid: 0, uname: 'root', gname: 'root', mtime: MTIME, ...e.header };
-    await new Promise<void>((resolve, reject) => {
-      packer.entry(header, e.content ?? '', (err) => (err ? reject(err) : resolve()));
-    });
-  }
-  packer.finalize();
-  await collected;
-  return Buffer.concat(chunks);
-}
 
 function busyboxEntries(busybox: Buffer): SampleEntry[] {
   return [
@@ -142,7 +119,7 @@ export async function buildSampleImage(layoutDir: string, tag: string): Promise<
   const layers: SampleLayer[] = [];
   const blobs: LayerBlob[] = [];
   for (const spec of specs) {
-    const tar = await tarOf(spec.entries);
+    const tar = await packTar(spec.entries);
     const blob = layerFromBuffers(gzipSync(tar, { level: 6 }), tar);
     blobs.push(blob);
     layers.push({ name: spec.name, digest: blob.digest, size: blob.size, diffID: blob.diffID, entries: spec.entries.length });

@@ -6,9 +6,9 @@
  */
 import { readFile } from 'node:fs/promises';
 import { gzipSync } from 'node:zlib';
-import { pack, type Header } from 'tar-stream';
 import { LazypullError } from '../errors';
 import { RegistryRepository } from '../image/registry-repository';
+import { packTar, type TarEntrySpec } from '../image/pack-tar';
 import { layerFromBuffers, writeImage } from '../image/write-image';
 import { RegistryClient } from '../registry/client';
 import { parseReference } from '../registry/reference';
@@ -18,9 +18,6 @@ export const PAUSE_TAG = '3.9';
 /** About 68 years: "forever" for a sandbox. */
 export const PAUSE_ENTRYPOINT = ['/bin/sleep', '2147483647'];
 const BUSYBOX = '/bin/busybox';
-const MTIME = new Date(1_700_000_000 * 1000);
-
-type EntryHeader = Partial<Header> & Pick<Header, 'name'>;
 
 async function pauseLayerTar(): Promise<Buffer> {
   let busybox: Buffer;
@@ -33,23 +30,12 @@ async function pauseLayerTar(): Promise<Buffer> {
       { file: BUSYBOX, package: 'busybox-static' },
     );
   }
-  const entries: Array<{ header: EntryHeader; content?: Buffer }> = [
+  const entries: TarEntrySpec[] = [
     { header: { name: 'bin/', type: 'directory', mode: 0o755 } },
     { header: { name: 'bin/busybox', type: 'file', mode: 0o755 }, content: busybox },
     { header: { name: 'bin/sleep', type: 'symlink', linkname: 'busybox', mode: 0o777 } },
   ];
-  const packer = pack();
-  const chunks: Buffer[] = [];
-  const collected = (async () => {
-    for await (const chunk of packer) chunks.push(chunk as Buffer);
-  })();
-  for (const e of entries) {
-    const header: EntryHeader = { uid: 0, gid: 0, uname: 'root', gname: 'root', mtime: MTIME, ...e.header };
-    await new Promise<void>((resolve, reject) => packer.entry(header, e.content ?? '', (err) => (err ? reject(err) : resolve())));
-  }
-  packer.finalize();
-  await collected;
-  return Buffer.concat(chunks);
+  return packTar(entries);
 }
 
 /** Build the pause image and push it to the plain-HTTP registry at `registryHost`; its reference. */
