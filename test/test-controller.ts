@@ -5,7 +5,9 @@
  * and the CLI. Issue 5's acceptance: in-place updates keep sandbox and IP and
  * leave sidecars alone, partition, maxUnavailable observed on the ready set,
  * the readiness-gate grace period, recreate vs InPlaceOnly, a missing image,
- * a never-ready new container, and kill -9 of the controller mid-rollout.
+ * a never-ready new container, and kill -9 of the controller mid-rollout
+ * (also inside a container replacement); labels added to pods with
+ * `rollout label`, and the priority and scatter strategies on them; maxSurge.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -13,7 +15,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CriPodRuntime } from '../src/controller/cri-runtime';
-import type { PodTemplate } from '../src/controller/types';
+import type { PodTemplate, ScatterStrategy } from '../src/controller/types';
+import { scatter, sortByPriority } from '../src/controller/update-order';
 import type { Container } from '../src/cri/cri-types';
 import { startCriEnvironment, type CriEnvironment } from '../src/sandbox/cri-environment';
 import { startLocalSnapshotter, type LocalSnapshotter } from '../src/sandbox/local-snapshotter';
@@ -37,6 +40,16 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 function byName<T extends { name: string }>(xs: T[]): Map<string, T> {
   return new Map(xs.map((x) => [x.name, x]));
+}
+
+/** Pod names in natural order ("x-2" before "x-10"), as the planner's default order. */
+function naturally(a: string, b: string): number {
+  return a.localeCompare(b, 'en', { numeric: true });
+}
+
+/** The labels among `keys` that are set. */
+function pick(labels: Record<string, string>, keys: string[]): Record<string, string> {
+  return Object.fromEntries(keys.filter((k) => k in labels).map((k) => [k, labels[k]]));
 }
 
 function container(p: PodView, name: string): { containerId: string; imageRef: string } {
@@ -112,6 +125,15 @@ describe('in-place upgrade controller (CloneSet over containerd CRI)', function 
     const out = await f();
     timings[key] = (Date.now() - t) / 1000;
     return out;
+  };
+  /** Pods in the order the controller logged `event` for them on the way to revision `to`. */
+  const updateOrder = (set: string, event: string, to: string): string[] =>
+    controller!.events().filter((e) => e.event === event && e.cloneset === set && e.to === to).map((e) => e.pod ?? '');
+  /** kill -9 the controller (`whileDown` runs once it is dead), then start it again on the same state and port. */
+  const restartController = async (whileDown: () => void | Promise<void> = () => undefined): Promise<void> => {
+    await killController(controller!, 'SIGKILL');
+    await whileDown();
+    controller = await startControllerProcess(env!, join(workDir, 'state'), port);
   };
   const deleteSet = async (set: string): Promise<void> => {
     await api.delete(set);
@@ -362,17 +384,10 @@ describe('in-place upgrade controller (CloneSet over containerd CRI)', function 
       // Kill while a pod is between gate and replacement or being verified, then once more soon after the restart.
       const killedAfter: string[] = [];
       const killAndRestart = async (): Promise<void> => {
-        await killController(controller!, 'SIGKILL');
-        const events = controller!.log().trim().split('\n').map((l) => {
-          try {
-            return JSON.parse(l) as { event?: string; pod?: string };
-          } catch {
-            return {};
-          }
+        await restartController(() => {
+          const last = controller!.events().filter((e) => e.pod !== undefined).slice(-2);
+          killedAfter.push(last.map((e) => `${e.event}(${e.pod})`).join(' '));
         });
-        const last = events.filter((e) => e.pod !== undefined).slice(-2);
-        killedAfter.push(last.map((e) => `${e.event}(${e.pod})`).join(' '));
-        controller = await startControllerProcess(env!, join(workDir, 'state'), port);
       };
       await api.waitFor(set, 'one pod updated and one mid-upgrade', (s) => s.updatedReplicas >= 2 && s.pods.some((p) => !p.ready), 30_000);
       await killAndRestart();
@@ -418,6 +433,124 @@ describe('in-place upgrade controller (CloneSet over containerd CRI)', function 
     await deleteSet(name);
   });
 
+  it('rollout label labels pods as kubectl label does: KEY=VALUE, KEY-, --overwrite; errors name the field; unknown set or pod is 404; labels survive a restart', async function () {
+    const set = 'labels';
+    await api.apply(cloneSetYaml(opts({ name: set, replicas: 2, maxUnavailable: 1 })));
+    const before = await api.rolledOut(set, 2);
+    const pod = `${set}-0`;
+    const label = (...args: string[]) => runCli(['rollout', 'label', ...args, '--server', controller!.url]);
+
+    const added = await label(set, pod, 'zone=a', 'tier=web');
+    assert.equal(added.code, 0, added.stderr);
+    assert.equal(added.stdout, `pod/${pod} labeled\n`);
+    const conflict = await label(set, pod, 'zone=b');
+    assert.equal(conflict.code, 1);
+    assert.match(conflict.stderr, /'zone' already has a value \(a\), and --overwrite is false/);
+    assert.equal((await label(set, pod, 'zone=b', '--overwrite')).stdout, `pod/${pod} labeled\n`);
+    assert.equal((await label(set, pod, 'zone=b')).stdout, `pod/${pod} not labeled\n`, 'the same value again changes nothing');
+    assert.equal((await label(set, pod, 'tier-')).stdout, `pod/${pod} unlabeled\n`);
+    const again = await label(set, pod, 'tier-');
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stderr, 'label "tier" not found.\n');
+    assert.equal(again.stdout, `pod/${pod} not labeled\n`);
+    const json = JSON.parse((await label(set, pod, 'marker=x', '--json')).stdout) as { labels: Record<string, string>; result: string };
+    assert.equal(json.result, 'labeled');
+    assert.equal(json.labels.zone, 'b');
+    assert.equal(json.labels.app, set, 'the template labels are there too');
+
+    // Bad arguments: caught by the CLI, the field named; the server checks them again.
+    const cases: Array<[string[], RegExp]> = [
+      [[set, pod, 'Zone!=a'], /metadata\.labels: "Zone!" is not a valid label key/],
+      [[set, pod, 'zone=a b'], /metadata\.labels\[zone\]: "a b" must be at most 63/],
+      [[set, pod, `zone=${'x'.repeat(64)}`], /metadata\.labels\[zone\]/],
+      [[set, pod, 'zone'], /unknown label spec "zone"/],
+      [[set, pod, 'zone=a', 'zone-'], /can not both modify and remove label "zone"/],
+      [[set, pod, 'app=other'], /metadata\.labels: "app" is in the CloneSet's selector/],
+      [[set, pod, 'lazypull.io/pod-name=x'], /is set by the controller/],
+      [['nothing', pod, 'zone=a'], /CloneSet "nothing" not found/],
+      [[set, `${set}-7`, 'zone=a'], /pod "labels-7" of CloneSet "labels" not found/],
+    ];
+    for (const [args, expected] of cases) {
+      const r = await label(...args);
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stdout}`);
+      assert.match(r.stderr, expected, args.join(' '));
+    }
+    const patch = (path: string, body: unknown) => api.call<{ error: { field?: string; message: string } }>('PATCH', path, JSON.stringify(body));
+    const badKey = await patch(`/clonesets/${set}/pods/${pod}/labels`, { labels: { 'Zone!': 'a' } });
+    assert.equal(badKey.status, 400);
+    assert.equal(badKey.body.error.field, 'metadata.labels');
+    const badValue = await patch(`/clonesets/${set}/pods/${pod}/labels`, { labels: { zone: 7 } });
+    assert.equal(badValue.status, 400);
+    assert.equal(badValue.body.error.field, 'metadata.labels[zone]');
+    assert.equal((await patch(`/clonesets/nothing/pods/${pod}/labels`, { labels: { zone: 'a' } })).status, 404);
+    assert.equal((await patch(`/clonesets/${set}/pods/${set}-7/labels`, { labels: { zone: 'a' } })).status, 404);
+    assert.equal((await patch(`/clonesets/${set}/pods/${pod}/labels`, { labels: { zone: 'c' } })).status, 409);
+    assert.equal((await api.call('GET', `/clonesets/${set}/pods/${pod}/labels`)).status, 405);
+
+    const shown = byName((await api.status(set)).pods);
+    assert.deepEqual(pick(shown.get(pod)!.labels, ['zone', 'marker', 'tier']), { zone: 'b', marker: 'x' });
+    assert.deepEqual(pick(shown.get(`${set}-1`)!.labels, ['zone', 'marker']), {}, 'only the labelled pod has them');
+    await restartController();
+    const restarted = byName((await api.status(set)).pods);
+    assert.deepEqual(pick(restarted.get(pod)!.labels, ['zone', 'marker']), { zone: 'b', marker: 'x' }, 'kept in the store across a restart');
+    assert.equal(restarted.get(pod)!.sandboxId, byName(before.pods).get(pod)!.sandboxId);
+    await deleteSet(set);
+  });
+
+  it('scatterStrategy on added labels (zone=a on 3 of 6 pods): the update order is the planner\'s scattered one, zone=a never updated back to back', async function () {
+    const set = 'zones';
+    const replicas = 6;
+    const strategy: ScatterStrategy = [{ key: 'zone', value: 'a' }];
+    const base = { name: set, replicas, maxUnavailable: 1, scatter: strategy };
+    await api.apply(cloneSetYaml(opts(base)));
+    const created = await api.rolledOut(set, replicas);
+    const names = created.pods.map((p) => p.name).sort(naturally);
+    // zone=a on the first three by name: by name alone they would be updated one after another.
+    const zoneOf = (name: string): string => (names.indexOf(name) < 3 ? 'a' : 'b');
+    for (const name of names) await runCliOk(['rollout', 'label', set, name, `zone=${zoneOf(name)}`, '--server', controller!.url]);
+    const labelled = await api.status(set);
+    for (const p of labelled.pods) assert.equal(p.labels.zone, zoneOf(p.name));
+
+    const to = (await api.apply(cloneSetYaml(opts({ ...base, image: v2 })))).updateRevision;
+    const done = await api.rolledOut(set, replicas);
+    const order = updateOrder(set, 'gate_closed', to);
+    // What the pure update-order functions give for the labels the controller serves.
+    const pods = labelled.pods.map((p) => ({ name: p.name, labels: p.labels })).sort((a, b) => naturally(a.name, b.name));
+    const expected = scatter(sortByPriority(pods, undefined), strategy, pods).map((p) => p.name);
+    console.log(`      update order: ${order.map((n) => `${n}(${zoneOf(n)})`).join(' ')}`);
+    assert.deepEqual(order, expected);
+    assert.deepEqual(order, [0, 3, 4, 1, 5, 2].map((i) => `${set}-${i}`), 'Kruise\'s scatter: zone=a 1st, 4th and last');
+    assert.notDeepEqual(order, names, 'not the default order (by name)');
+    for (let i = 1; i < order.length; i++) assert.ok(!(zoneOf(order[i - 1]) === 'a' && zoneOf(order[i]) === 'a'), `zone=a twice in a row: ${order.join(' ')}`);
+    // Updated in place: same sandboxes, so the labels stay.
+    for (const p of done.pods) {
+      assert.equal(p.sandboxId, byName(created.pods).get(p.name)?.sandboxId);
+      assert.equal(p.labels.zone, zoneOf(p.name));
+    }
+    await deleteSet(set);
+  });
+
+  it('weightPriority on an added label puts that pod first; a recreated pod starts without its added labels', async function () {
+    const set = 'canary';
+    const base = { name: set, replicas: 3, maxUnavailable: 1, weightPriority: [{ weight: 100, matchLabels: { canary: 'true' } }] };
+    await api.apply(cloneSetYaml(opts(base)));
+    const before = byName((await api.rolledOut(set, 3)).pods);
+    await runCliOk(['rollout', 'label', set, `${set}-1`, 'canary=true', '--server', controller!.url]);
+    // A command change: each pod is recreated (new sandbox).
+    const command = ['/bin/sh', '-c', 'trap "exit 0" TERM; echo canary; while true; do sleep 1 & wait $!; done'];
+    const to = (await api.apply(cloneSetYaml(opts({ ...base, image: v2, command })))).updateRevision;
+    const done = await api.rolledOut(set, 3);
+    assert.deepEqual(updateOrder(set, 'recreating', to), [`${set}-1`, `${set}-0`, `${set}-2`], 'the labelled pod first, then by name');
+    const canary = done.pods.find((p) => p.name === `${set}-1`)!;
+    assert.notEqual(canary.sandboxId, before.get(canary.name)?.sandboxId, 'recreated');
+    assert.equal(canary.labels.canary, undefined, 'a new sandbox does not inherit added labels');
+    assert.ok(
+      controller!.events().some((e) => e.event === 'pod_labels_dropped' && e.cloneset === set && e.pod === canary.name),
+      'the stored labels were dropped with the old sandbox',
+    );
+    await deleteSet(set);
+  });
+
   it('a command change recreates the pod under InPlaceIfPossible and is refused under InPlaceOnly', async function () {
     const set = 'cmd';
     const base = { name: set, replicas: 2, maxUnavailable: 2 };
@@ -444,6 +577,108 @@ describe('in-place upgrade controller (CloneSet over containerd CRI)', function 
       assert.equal((await criContainers(p.sandboxId))[0]?.metadata?.attempt, 0);
     }
     assert.equal((await sandboxesOf(set)).length, 2, 'old sandboxes removed');
+    await deleteSet(set);
+  });
+
+  it('maxSurge 1, maxUnavailable 0: a new pod first, never more than replicas + 1 pods nor fewer than replicas ready, then exactly replicas pods at the new revision', async function () {
+    const set = 'surge';
+    const replicas = 3;
+    const base = { name: set, replicas, maxUnavailable: 0, maxSurge: 1 };
+    await api.apply(cloneSetYaml(opts(base)));
+    const initial = byName((await api.rolledOut(set, replicas)).pods);
+    const initialSandboxes = new Set([...initial.values()].map((p) => p.sandboxId));
+    // A command change: the update needs new pods, which is where surge applies.
+    const command = ['/bin/sh', '-c', 'trap "exit 0" TERM; echo surge; while true; do sleep 1 & wait $!; done'];
+    const samples: Array<{ at: number; sandboxes: string[]; ready: ReadyEntry[] }> = [];
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const at = Date.now();
+        const [sandboxes, ready] = await Promise.all([sandboxesOf(set), api.ready(set)]);
+        samples.push({ at, sandboxes, ready });
+        await sleep(Math.max(0, 100 - (Date.now() - at)));
+      }
+    })();
+    const to = (await api.apply(cloneSetYaml(opts({ ...base, image: v2, command })))).updateRevision;
+    const done = await api.rolledOut(set, replicas);
+    sampling = false;
+    await sampler;
+
+    const most = Math.max(...samples.map((s) => s.sandboxes.length));
+    const fewestReady = Math.min(...samples.map((s) => s.ready.filter((e) => e.ready).length));
+    console.log(`      samples: ${samples.length}, most sandboxes: ${most}, fewest ready: ${fewestReady}`);
+    assert.equal(most, replicas + 1, 'one surge pod at a time, and it was used');
+    assert.ok(fewestReady >= replicas, `never fewer than ${replicas} ready (maxUnavailable 0): ${fewestReady}`);
+    // The surge pod served at the new revision before any old sandbox went away.
+    const surgeReady = samples.find((s) => s.ready.some((e) => !initial.has(e.name) && e.revision === to && e.ready));
+    const oldGone = samples.find((s) => [...initialSandboxes].some((id) => !s.sandboxes.includes(id)));
+    assert.ok(surgeReady !== undefined && oldGone !== undefined, 'saw the surge pod and an old pod go');
+    assert.ok(surgeReady.at < oldGone.at, `surge pod ready at ${surgeReady.at}, first old sandbox gone at ${oldGone.at}`);
+    const log = controller!.events();
+    const applied = log.findIndex((e) => e.event === 'applied' && e.cloneset === set && e.revision === to);
+    const firstChange = log.slice(applied).find((e) => e.cloneset === set && ['pod_created', 'recreating', 'pod_deleted'].includes(e.event ?? ''));
+    assert.equal(firstChange?.event, 'pod_created', `the update began with the surge pod: ${JSON.stringify(firstChange)}`);
+    assert.equal(firstChange.revision, to);
+    assert.ok(!initial.has(firstChange.pod ?? ''), 'under a new name');
+
+    assert.equal(done.pods.length, replicas);
+    const now = await sandboxesOf(set);
+    assert.equal(now.length, replicas, 'the surplus pod removed');
+    for (const p of done.pods) {
+      assert.equal(p.revision, to);
+      assert.ok(!initialSandboxes.has(p.sandboxId), `${p.name} is a new pod`);
+    }
+    await deleteSet(set);
+  });
+
+  it('kill -9 inside the container replacement (new container created, old one still stopping): the restarted controller completes it, each container created once', async function () {
+    const set = 'slowstop';
+    // Stops 2 s after SIGTERM (as an app draining connections would): the replacement step lasts that long.
+    const command = ['/bin/sh', '-c', 'trap "sleep 2; exit 0" TERM; while true; do sleep 1 & wait $!; done'];
+    const base = { name: set, replicas: 3, maxUnavailable: 1, command };
+    await api.apply(cloneSetYaml(opts(base)));
+    const before = byName((await api.rolledOut(set, 3)).pods);
+    const poller = new ReadyPoller(api, set);
+    const to = (await api.apply(cloneSetYaml(opts({ ...base, image: v2 })))).updateRevision;
+
+    // Wait for the step to begin, then for its new container: created, not started, while the old one is stopping.
+    let inside: { pod: string; oldId: string; newId: string } | undefined;
+    const deadline = Date.now() + 30_000;
+    while (inside === undefined) {
+      assert.ok(Date.now() < deadline, 'saw a replacement step begin');
+      const step = controller!.events().find((e) => e.event === 'replacing_containers' && e.cloneset === set && e.to === to);
+      if (step !== undefined) {
+        const apps = await criContainers(before.get(step.pod!)!.sandboxId);
+        const fresh = apps.find((c) => c.metadata?.attempt === 1 && c.state === 'CONTAINER_CREATED');
+        const old = apps.find((c) => c.metadata?.attempt === 0 && c.state === 'CONTAINER_RUNNING');
+        if (fresh !== undefined && old !== undefined) inside = { pod: step.pod!, oldId: old.id, newId: fresh.id };
+      }
+      if (inside === undefined) await sleep(20);
+    }
+    let stateAtKill: string | undefined;
+    await restartController(async () => {
+      stateAtKill = (await env!.cri.containerStatus(inside!.newId)).status?.state;
+    });
+    console.log(`      killed inside the replacement of ${inside.pod}`);
+    assert.equal(stateAtKill, 'CONTAINER_CREATED', 'killed before the new container was started');
+    const done = await api.rolledOut(set, 3, 60_000);
+    await poller.stop();
+
+    assert.ok(poller.maxMissing(3) <= 1, `at most 1 pod missing from the ready set across the restart (${poller.maxMissing(3)})`);
+    assert.equal(done.pods.length, 3, 'no pod lost');
+    assert.equal((await sandboxesOf(set)).length, 3, 'no extra sandbox');
+    const events = controller!.events().filter((e) => e.cloneset === set && e.to === to);
+    for (const p of done.pods) {
+      assert.equal(p.sandboxId, before.get(p.name)?.sandboxId, `${p.name} kept its sandbox`);
+      const apps = await criContainers(p.sandboxId);
+      assert.deepEqual(apps.map((c) => c.metadata?.attempt).sort(), [0, 1], `${p.name}: one app container per revision`);
+      const version = await env!.cri.execSync(container(p, 'app').containerId, ['cat', '/app/version.txt']);
+      assert.equal(version.stdout.toString(), 'v2\n');
+      for (const event of ['gate_closed', 'upgraded']) {
+        assert.equal(events.filter((e) => e.event === event && e.pod === p.name).length, 1, `${p.name}: ${event} once`);
+      }
+    }
+    assert.equal(container(done.pods.find((p) => p.name === inside!.pod)!, 'app').containerId, inside.newId, 'the restarted controller carried on with the container made before the kill');
     await deleteSet(set);
   });
 
@@ -550,13 +785,7 @@ describe('in-place upgrade controller (CloneSet over containerd CRI)', function 
       }
       const mounted = await snapshotter!.mountStatuses();
       assert.ok(mounted.some((m) => m.reference === refs.v2), `a layer of v2 mounted lazily: ${mounted.map((m) => m.reference).join(', ')}`);
-      const events = lazyController!.log().trim().split('\n').map((l) => {
-        try {
-          return JSON.parse(l) as { event?: string; revision?: string; to?: string };
-        } catch {
-          return {};
-        }
-      });
+      const events = lazyController!.events();
       const prewarmed = events.findIndex((e) => e.event === 'prewarmed' && e.revision === updateRevision);
       const firstTouch = events.findIndex((e) => e.event === 'gate_closed' && e.to === updateRevision);
       assert.ok(prewarmed >= 0 && firstTouch > prewarmed, `pre-warm (${prewarmed}) before the first pod (${firstTouch})`);

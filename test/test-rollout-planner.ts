@@ -446,6 +446,17 @@ describe('rollout planner', function () {
       assert.equal(node.maxPods, 6);
     });
 
+    it('when the change needs new pods: a surge pod first, recreations one at a time, then the surplus old pod removed', function () {
+      const node = new Node(pods(3, R1));
+      node.run(spec(3, V2_COMMAND, { maxSurge: 1, maxUnavailable: 0 }));
+      const steps = node.rounds.filter((r) => r.actions.length > 0).map((r) => show(r.actions).join(', '));
+      assert.deepEqual(steps, [`create web-3@${R2_COMMAND}`, 'recreate web-0', 'recreate web-1', 'delete web-2']);
+      assert.equal(node.pods.length, 3);
+      assert.ok(node.pods.every((p) => p.revision === R2_COMMAND));
+      assert.equal(node.minReady, 3, 'never below replicas with maxUnavailable 0');
+      assert.equal(node.maxPods, 4);
+    });
+
     it('with a percentage rounds up and surges several pods', function () {
       const node = new Node(pods(4, R1));
       const s = spec(4, V2, { type: 'ReCreate', maxSurge: '50%', maxUnavailable: 0 });

@@ -89,6 +89,7 @@ program
   .option('--no-background-fetch', 'fetch only what is read (and the prefetch landmark range)')
   .option('--no-prefetch', 'skip the landmark prefetch at mount')
   .option('--no-verify', 'mount a layer without the TOC digest annotation (a TOC that mismatches one is always refused)')
+  .option('--toc-digest <digest>', "the layer's toc.digest annotation, when known: the manifest is not fetched and the TOC must match it")
   .option('--cache-dir <dir>', 'chunk cache directory (default /var/lib/lazypull/cache)')
   .option('--cache-size <bytes>', 'disk cache limit (default 10 GiB)')
   .option('--memory-cache-size <bytes>', 'memory cache limit (default 128 MiB)')
@@ -140,7 +141,7 @@ program
   const rolloutModule = (): typeof import('./rollout-command') => require('./rollout-command') as typeof import('./rollout-command');
   const server = '--server <url>';
   const serverHelp = 'controller HTTP API (default $LAZYPULL_SERVER or http://127.0.0.1:8450)';
-  const rollout = program.command('rollout').description('apply, watch, pause, resume and delete CloneSets through the controller\'s HTTP API');
+  const rollout = program.command('rollout').description('apply, watch, pause, resume and delete CloneSets, and label their pods, through the controller\'s HTTP API');
   rollout
     .command('apply')
     .description('apply a CloneSet manifest (YAML)')
@@ -160,6 +161,16 @@ program
   rollout.command('pause').description('pause updates of a CloneSet').argument('<name>').option(server, serverHelp).action(run(lazy(rolloutModule, (m) => m.rolloutPauseCommand)));
   rollout.command('resume').description('resume updates of a CloneSet').argument('<name>').option(server, serverHelp).action(run(lazy(rolloutModule, (m) => m.rolloutResumeCommand)));
   rollout.command('delete').description('delete a CloneSet and its pods').argument('<name>').option(server, serverHelp).action(run(lazy(rolloutModule, (m) => m.rolloutDeleteCommand)));
+  rollout
+    .command('label')
+    .description('add (KEY=VALUE) or remove (KEY-) labels of one pod, as `kubectl label pod` does; they last as long as the pod\'s sandbox (a recreated pod starts without them)')
+    .argument('<name>', 'the CloneSet')
+    .argument('<pod>', 'the pod')
+    .argument('<labels...>', 'KEY=VALUE to set, KEY- to remove')
+    .option('--overwrite', 'change a label that already has another value')
+    .option('--json', 'print the pod\'s labels after the change as JSON')
+    .option(server, serverHelp)
+    .action(run(lazy(rolloutModule, (m) => m.rolloutLabelCommand)));
 }
 
 program.parseAsync(process.argv).catch((value) => {

@@ -2,10 +2,11 @@
  * `lazypull rollout …`: the client side of the controller's HTTP API (the
  * `kubectl` of lazypull's CloneSets): apply a manifest, show a set's status
  * as `kubectl get cloneset` does (or its status object as JSON), pause,
- * resume and delete. The server is --server, $LAZYPULL_SERVER, or
- * http://127.0.0.1:8450.
+ * resume, delete, and label one pod as `kubectl label pod` does. The server
+ * is --server, $LAZYPULL_SERVER, or http://127.0.0.1:8450.
  */
 import { readFile } from 'node:fs/promises';
+import { parseLabelArgs } from '../controller/pod-labels';
 import { LazypullError, type LazypullErrorCode } from '../errors';
 
 export const DEFAULT_SERVER = 'http://127.0.0.1:8450';
@@ -34,11 +35,11 @@ function serverUrl(flags: ServerFlags): string {
 }
 
 /** One request to the controller; its JSON answer, or a LazypullError carrying the server's message. */
-async function request<T>(flags: ServerFlags, method: string, path: string, body?: string): Promise<T> {
+async function request<T>(flags: ServerFlags, method: string, path: string, body?: string, contentType = 'application/yaml'): Promise<T> {
   const url = `${serverUrl(flags)}${path}`;
   let res: Response;
   try {
-    res = await fetch(url, { method, body, headers: body === undefined ? {} : { 'content-type': 'application/yaml' } });
+    res = await fetch(url, { method, body, headers: body === undefined ? {} : { 'content-type': contentType } });
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
     throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `cannot reach the controller at ${serverUrl(flags)} (${cause?.code ?? cause?.message ?? String(err)}); is \`lazypull controller\` running? (--server or LAZYPULL_SERVER)`, {
@@ -163,4 +164,22 @@ export async function rolloutResumeCommand(name: string, flags: ServerFlags): Pr
 export async function rolloutDeleteCommand(name: string, flags: ServerFlags): Promise<void> {
   await request(flags, 'DELETE', `/clonesets/${encodeURIComponent(name)}`);
   process.stdout.write(`cloneset.apps.kruise.io "${name}" deleted\n`);
+}
+
+interface LabeledPod {
+  name: string;
+  labels: Record<string, string>;
+  result: string;
+  notFound: string[];
+}
+
+/** `kubectl label pod POD KEY=VALUE KEY-` for a pod of a CloneSet; the arguments are checked before the controller is asked. */
+export async function rolloutLabelCommand(name: string, pod: string, labels: string[], flags: ServerFlags & { overwrite?: boolean; json?: boolean }): Promise<void> {
+  const patch = parseLabelArgs(labels);
+  const body = JSON.stringify({ labels: patch, overwrite: flags.overwrite === true });
+  const path = `/clonesets/${encodeURIComponent(name)}/pods/${encodeURIComponent(pod)}/labels`;
+  const done = await request<LabeledPod>(flags, 'PATCH', path, body, 'application/json');
+  for (const key of done.notFound) process.stderr.write(`label ${JSON.stringify(key)} not found.\n`);
+  if (flags.json) process.stdout.write(`${JSON.stringify(done)}\n`);
+  else process.stdout.write(`pod/${done.name} ${done.result}\n`);
 }

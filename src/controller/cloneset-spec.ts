@@ -13,6 +13,7 @@
 import { Document, LineCounter, parseDocument, stringify } from 'yaml';
 import { LazypullError } from '../errors';
 import { isIntOrPercent, resolveIntOrPercent } from './int-or-percent';
+import { labelKeyProblem, labelValueProblem } from './label-syntax';
 import type {
   CloneSetSpec,
   ContainerSpec,
@@ -44,9 +45,6 @@ export const DEFAULT_PROBE: Omit<ExecProbe, 'command'> = {
 const UPDATE_TYPES: UpdateStrategyType[] = ['ReCreate', 'InPlaceIfPossible', 'InPlaceOnly'];
 const MAX_INT32 = 2147483647;
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-const QUALIFIED_NAME = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/;
-const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
 const PORT_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 type Path = Array<string | number>;
@@ -445,9 +443,8 @@ class SpecReader {
     for (const [key, v] of Object.entries(map)) {
       this.labelKey(key, [...path, key]);
       const s = this.str(v, [...path, key], true);
-      if (s.length > 63 || !LABEL_VALUE.test(s)) {
-        this.fail([...path, key], `${JSON.stringify(s)} must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit`);
-      }
+      const problem = labelValueProblem(s);
+      if (problem !== undefined) this.fail([...path, key], problem);
       out[key] = s;
     }
     return out;
@@ -465,13 +462,8 @@ class SpecReader {
   }
 
   private labelKey(key: string, path: Path): void {
-    const slash = key.lastIndexOf('/');
-    const prefix = slash >= 0 ? key.slice(0, slash) : undefined;
-    const name = slash >= 0 ? key.slice(slash + 1) : key;
-    const prefixOk = prefix === undefined || (prefix.length <= 253 && DNS_SUBDOMAIN.test(prefix));
-    if (!prefixOk || name.length > 63 || !QUALIFIED_NAME.test(name)) {
-      this.fail(path, `${JSON.stringify(key)} is not a valid label key (an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.')`);
-    }
+    const problem = labelKeyProblem(key);
+    if (problem !== undefined) this.fail(path, problem);
   }
 }
 

@@ -16,17 +16,22 @@
  *
  * Pre-warming: when a revision appears, its images are pulled (2 at a time)
  * before the first pod is touched.
+ *
+ * Labels a user adds to a pod (`rollout label`, see pod-labels.ts) are
+ * merged into its labels for the planner (priority and scatter strategies)
+ * and the status, as long as the pod keeps the sandbox they were added to.
  */
 import { LazypullError, toError } from '../errors';
 import type { Logger } from '../util/json-log';
 import { parseCloneSet } from './cloneset-spec';
+import { applyLabelPatch, checkOwnedKeys, LABEL_CLONESET, LABEL_REVISION, type LabelChange, type LabelPatch } from './pod-labels';
 import { diffTemplates, revisionHash } from './revision';
 import { planRollout } from './rollout-planner';
 import type { PodRecord, PodUpgrade, SetRecord, StateStore } from './state-store';
 import { podReady, type CloneSetSpec, type PodRuntime, type PodState, type PodTemplate, type RolloutStatus } from './types';
 
 /** Label every pod of a set carries, naming the set. */
-export const CLONESET_LABEL = 'lazypull.io/cloneset';
+export const CLONESET_LABEL = LABEL_CLONESET;
 
 export interface ControllerOptions {
   runtime: PodRuntime;
@@ -54,6 +59,8 @@ export interface PodView {
   sandboxId: string;
   revision: string;
   ready: boolean;
+  /** The pod's labels: its sandbox's, the ones added to it, its template's. */
+  labels: Record<string, string>;
   containers: ContainerView[];
 }
 
@@ -80,6 +87,13 @@ export interface ApplyResult {
   generation: number;
   created: boolean;
 }
+
+/** The outcome of `rollout label`: a pod's labels after the change, or why nothing changed. */
+export type LabelPodResult =
+  | { outcome: 'unknownSet' }
+  | { outcome: 'unknownPod' }
+  | { outcome: 'conflict'; conflicts: LabelChange['conflicts'] }
+  | { outcome: 'done'; cloneset: string; name: string; sandboxId: string; labels: Record<string, string>; result: LabelChange['result']; notFound: string[] };
 
 interface Prewarm {
   revision: string;
@@ -307,6 +321,34 @@ export class Controller {
     return this.overlay(rec, this.state(name).observed).map((p) => ({ cloneset: name, name: p.name, ip: p.ip, revision: p.revision, ready: podReady(p) }));
   }
 
+  /**
+   * Change the labels added to a pod (kubectl label). Keys the CloneSet
+   * decides, or malformed ones, throw LAZYPULL_ERR_INVALID_ARGUMENT.
+   */
+  async labelPod(set: string, pod: string, patch: LabelPatch, overwrite: boolean): Promise<LabelPodResult> {
+    const before = this.store.getSet(set);
+    if (before === undefined || before.deleting) return { outcome: 'unknownSet' };
+    checkOwnedKeys(patch, before.spec.selector.matchLabels, before.spec.template.labels);
+    // Asked of the runtime, not the last listing: the labels belong to the sandbox the pod runs in now.
+    const live = await this.currentPod(set, pod);
+    const rec = this.store.getSet(set);
+    if (rec === undefined || rec.deleting) return { outcome: 'unknownSet' };
+    if (live === undefined) return { outcome: 'unknownPod' };
+    // No await from here on: read, change and write in one step.
+    const stored = this.store.podLabels.get(set, pod);
+    const change = applyLabelPatch(stored?.sandboxId === live.sandboxId ? stored.labels : {}, patch, overwrite);
+    if (change.conflicts.length > 0) return { outcome: 'conflict', conflicts: change.conflicts };
+    if (Object.keys(change.labels).length > 0) {
+      this.store.podLabels.put({ set, name: pod, sandboxId: live.sandboxId, labels: change.labels, updatedAt: Date.now() });
+    } else {
+      this.store.podLabels.delete(set, pod);
+    }
+    this.log({ event: 'pod_labeled', cloneset: set, pod, sandboxId: live.sandboxId, labels: change.labels, result: change.result });
+    this.kick();
+    const [shown] = this.overlay(rec, [live]);
+    return { outcome: 'done', cloneset: set, name: pod, sandboxId: live.sandboxId, labels: shown.labels, result: change.result, notFound: change.notFound };
+  }
+
   allReady(): ReadyEntry[] {
     return this.names().flatMap((n) => this.readySet(n) ?? []);
   }
@@ -347,12 +389,19 @@ export class Controller {
         sandboxId: p.sandboxId,
         revision: p.revision,
         ready: podReady(p),
+        labels: p.labels,
         containers: p.containers.map((c) => ({ name: c.name, containerId: c.containerId, imageRef: c.imageRef })),
       })),
     };
   }
 
   // ------------------------------------------------------------------ observation
+
+  /** Labels added to the pod, if they belong to the sandbox it runs in. */
+  private addedLabels(set: string, p: PodState): Record<string, string> {
+    const r = this.store.podLabels.get(set, p.name);
+    return r !== undefined && r.sandboxId === p.sandboxId ? r.labels : {};
+  }
 
   /** The runtime's pods as the controller sees them: revision, labels and gate from its records. */
   private overlay(rec: SetRecord, observed: PodState[]): PodState[] {
@@ -370,7 +419,8 @@ export class Controller {
       return {
         ...p,
         revision,
-        labels: template ? { ...p.labels, ...template.labels } : p.labels,
+        // The template decides its keys; added labels fill in the rest.
+        labels: { ...p.labels, ...this.addedLabels(rec.name, p), ...template?.labels, [LABEL_REVISION]: revision },
         containersReady: p.containersReady && complete,
         inPlaceUpdateReady: r?.inPlaceUpdateReady ?? true,
         terminating: p.terminating || r?.upgrade?.phase === 'deleting' || r?.upgrade?.kind === 'delete',
@@ -383,6 +433,7 @@ export class Controller {
     if (rec === undefined || rec.deleting) return;
     const st = this.state(name);
     const finishedBefore = st.finished;
+    const listedAt = Date.now();
     const observed = await this.runtime.listPods(this.selector(rec));
     // From here on nothing awaits until the actions are launched: the ready set changes in one step.
     rec = this.store.getSet(name);
@@ -412,12 +463,25 @@ export class Controller {
       }
     }
 
+    // Added labels belong to a sandbox: once it is gone (pod deleted or recreated), so are they. Labels
+    // written after this listing began may belong to a sandbox it does not show yet.
+    const sandboxes = new Set(observed.map((p) => p.sandboxId));
+    for (const l of this.store.podLabels.list(name)) {
+      if (sandboxes.has(l.sandboxId) || l.updatedAt >= listedAt) continue;
+      this.store.podLabels.delete(name, l.name);
+      this.log({ event: 'pod_labels_dropped', cloneset: name, pod: l.name, sandboxId: l.sandboxId, labels: l.labels });
+    }
+
     // Open the gate of pods whose new containers run, pass their probes and show a new image.
     for (const p of this.overlay(rec, observed)) {
       const r = this.store.getPod(name, p.name);
       if (r?.upgrade?.phase !== 'verifying' || st.busy.has(p.name)) continue;
       if (!this.upgradeVerified(p, r.upgrade)) continue;
       this.store.putPod({ ...r, inPlaceUpdateReady: true, upgrade: undefined, upgrades: r.upgrades + 1 });
+      // The store is the controller's record (and serves the ready set); the runtime shows it on the pod.
+      this.runtime.setInPlaceUpdateReady(p, true).catch((err: unknown) => {
+        this.log({ level: 'warn', event: 'gate_not_shown', cloneset: name, pod: p.name, ready: true, error: message(err) });
+      });
       this.log({ event: 'upgraded', cloneset: name, pod: p.name, from: r.upgrade.fromRevision, to: r.upgrade.toRevision, seconds: (Date.now() - r.upgrade.startedAt) / 1000 });
     }
 
@@ -564,6 +628,11 @@ export class Controller {
     });
   }
 
+  /** The pod as the last listing showed it, with the controller's records. */
+  private observedPod(rec: SetRecord, pod: string): PodState | undefined {
+    return this.overlay(rec, this.state(rec.name).observed).find((x) => x.name === pod);
+  }
+
   /** The pod as the runtime shows it now (the live sandbox if there are several). */
   private async currentPod(set: string, pod: string): Promise<PodState | undefined> {
     const rec = this.store.getSet(set);
@@ -580,7 +649,7 @@ export class Controller {
 
   private async inPlaceTask(rec: SetRecord, pod: string, to: string): Promise<void> {
     const r = this.store.getPod(rec.name, pod);
-    const p = this.overlay(rec, this.state(rec.name).observed).find((x) => x.name === pod);
+    const p = this.observedPod(rec, pod);
     if (r === undefined || p === undefined) return;
     const toTemplate = this.requireTemplate(rec.name, to);
     const fromTemplate = this.templateOf(rec.name, r.revision);
@@ -617,7 +686,7 @@ export class Controller {
 
   private async recreateTask(rec: SetRecord, pod: string, to: string): Promise<void> {
     const r = this.store.getPod(rec.name, pod);
-    const p = this.overlay(rec, this.state(rec.name).observed).find((x) => x.name === pod);
+    const p = this.observedPod(rec, pod);
     if (r === undefined || p === undefined) return;
     const toTemplate = this.requireTemplate(rec.name, to);
     await this.ensureImages(toTemplate.containers.map((c) => c.image));
@@ -678,6 +747,12 @@ export class Controller {
         case 'verifying':
           return;
         case 'gateClosed': {
+          // On the pod too (again after a restart: both calls are idempotent), before the grace period runs.
+          const seen = this.observedPod(rec, pod);
+          if (seen !== undefined) {
+            await this.runtime.setInPlaceUpdateReady(seen, false);
+            await this.runtime.recordInPlaceUpdateState(seen, { revision: u.toRevision, recordedImageRefs: u.recordedImageRefs, updateTimestamp: u.startedAt });
+          }
           const grace = rec.spec.updateStrategy.inPlaceUpdateStrategy.gracePeriodSeconds;
           const wait = (u.gateClosedAt ?? 0) + grace * 1000 - Date.now();
           if (wait > 0) await sleep(wait);
@@ -687,6 +762,7 @@ export class Controller {
           if (now.updateRevision === u.fromRevision) {
             // Rolled back during the grace period: nothing was replaced, the pod serves again as it was.
             this.store.putPod({ ...latest, inPlaceUpdateReady: true, upgrade: undefined });
+            if (seen !== undefined) await this.runtime.setInPlaceUpdateReady(seen, true);
             this.log({ event: 'upgrade_cancelled', cloneset: set, pod, to: u.toRevision });
             return;
           }
@@ -700,13 +776,18 @@ export class Controller {
             return;
           }
           const template = this.requireTemplate(set, u.toRevision);
+          this.log({ event: 'replacing_containers', cloneset: set, pod, to: u.toRevision, containers: u.changed });
           try {
             await this.runtime.updateContainersInPlace(p, template, u.changed, u.toRevision);
           } catch (err) {
             // Nothing replaced yet (a pull or create failed): the pod goes back to serving as it was.
             const now = await this.currentPod(set, pod).catch(() => undefined);
             const untouched = now !== undefined && u.changed.every((n) => now.containers.some((c) => c.name === n && c.containerId === u.recordedContainerIds[n] && c.running));
-            if (untouched) this.store.putPod({ ...r, inPlaceUpdateReady: true, upgrade: undefined });
+            if (untouched) {
+              this.store.putPod({ ...r, inPlaceUpdateReady: true, upgrade: undefined });
+              // The failure that stopped the update is the one to report.
+              await this.runtime.setInPlaceUpdateReady(now, true).catch(() => undefined);
+            }
             throw err;
           }
           this.store.putPod({ ...r, revision: u.toRevision, upgrade: { ...u, phase: 'verifying' } });

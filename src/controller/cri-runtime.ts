@@ -17,23 +17,22 @@
  * until the next replacement, so its exit time can be read. Every step is
  * idempotent: called again after a crash, it carries on where it stopped.
  *
- * Sandbox labels are immutable in CRI, so the revision a pod was moved to in
- * place and its InPlaceUpdateReady gate are kept by the controller; this
- * adapter reports the revision of the newest container and an open gate.
+ * Sandbox labels are immutable in CRI and there are no pod conditions, so the
+ * revision a pod was moved to in place, its InPlaceUpdateReady gate and the
+ * recorded image references are kept by the controller (its store, which
+ * also serves the ready set); this adapter reports the revision of the newest
+ * container and an open gate, and has nothing to write when told of them.
  */
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { CriClient, isCriStatus } from '../cri/cri-client';
 import type { Container, ContainerConfig, ContainerStatus, PodSandboxConfig, PodSandboxStatus } from '../cri/cri-types';
 import { LazypullError } from '../errors';
-import { CLONESET_LABEL } from './controller';
+import { LABEL_CLONESET, LABEL_POD_NAME, LABEL_REVISION } from './pod-labels';
 import { ReadinessTracker } from './readiness';
-import type { ContainerSpec, ContainerState, ExecProbe, PodRuntime, PodState, PodTemplate } from './types';
+import type { ContainerSpec, ContainerState, ExecProbe, InPlaceUpdateState, PodRuntime, PodState, PodTemplate } from './types';
 
-/** The set a pod belongs to (the controller's label). */
-export const LABEL_CLONESET = CLONESET_LABEL;
-export const LABEL_POD_NAME = 'lazypull.io/pod-name';
-export const LABEL_REVISION = 'lazypull.io/revision';
+export { LABEL_CLONESET, LABEL_POD_NAME, LABEL_REVISION };
 export const LABEL_CONTAINER = 'lazypull.io/container';
 const ANNOTATION_PROBE = 'lazypull.io/readiness-probe';
 const ANNOTATION_LOG_DIR = 'lazypull.io/log-directory';
@@ -207,6 +206,12 @@ export class CriPodRuntime implements PodRuntime {
     }
     return this.requirePod(pod.sandboxId);
   }
+
+  /** No pod conditions in CRI: the controller's record is the gate. */
+  async setInPlaceUpdateReady(_pod: PodState, _ready: boolean): Promise<void> {}
+
+  /** Sandbox labels and annotations are immutable in CRI: the controller's record keeps the state; the new containers carry the revision label. */
+  async recordInPlaceUpdateState(_pod: PodState, _state: InPlaceUpdateState): Promise<void> {}
 
   private async removeSandbox(sandboxId: string, gracePeriodSeconds: number): Promise<void> {
     const containers = await this.cri.listContainers({ podSandboxId: sandboxId }).catch(() => [] as Container[]);

@@ -7,18 +7,23 @@
  *   GET      /clonesets/NAME         → {spec, status}
  *   GET      /clonesets/NAME/ready   → [{name, ip, revision, ready}]
  *   POST     /clonesets/NAME/pause   /resume
+ *   PATCH    /clonesets/NAME/pods/POD/labels
+ *            body: {"labels": {KEY: VALUE | null}, "overwrite": false}
+ *            → {cloneset, name, sandboxId, labels, result, notFound} (kubectl label)
  *   DELETE   /clonesets/NAME         → when the pods are gone
  *   GET      /ready                  → every set's pods [{cloneset, name, ip, revision, ready}]
  *   GET      /healthz
  *
- * Errors: {"error": {"code", "message", "field"?}} with 400 (bad spec, the
- * field named), 404 (unknown set or path), 405, 413, 500.
+ * Errors: {"error": {"code", "message", "field"?}} with 400 (bad spec or
+ * label, the field named), 404 (unknown set, pod or path), 405, 409 (a label
+ * already has another value and overwrite is off), 413, 500.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { isLazypullError, LazypullError, toError } from '../errors';
 import type { Logger } from '../util/json-log';
 import type { Controller } from './controller';
+import { parseLabelRequest } from './pod-labels';
 
 /** Largest request body accepted. */
 const MAX_BODY = 1 << 20;
@@ -114,7 +119,10 @@ async function handle(controller: Controller, req: IncomingMessage, res: ServerR
     if (method !== 'GET') notAllowed();
     return send(res, 200, controller.allReady());
   }
-  if (parts[0] !== 'clonesets' || parts.length > 3) throw new HttpError(404, 'NOT_FOUND', `no such path ${url.pathname}`);
+  const noSuchPath = (): never => {
+    throw new HttpError(404, 'NOT_FOUND', `no such path ${url.pathname}`);
+  };
+  if (parts[0] !== 'clonesets' || parts.length > 5) noSuchPath();
 
   if (parts.length === 1) {
     if (method === 'PUT' || method === 'POST') {
@@ -126,6 +134,11 @@ async function handle(controller: Controller, req: IncomingMessage, res: ServerR
   }
 
   const name = parts[1];
+  if (parts.length > 3) {
+    if (parts.length !== 5 || parts[2] !== 'pods' || parts[4] !== 'labels') noSuchPath();
+    if (method !== 'PATCH') notAllowed();
+    return labelPod(controller, name, parts[3], await readBody(req), res);
+  }
   if (parts.length === 2) {
     if (method === 'GET') {
       const got = controller.get(name);
@@ -155,6 +168,33 @@ async function handle(controller: Controller, req: IncomingMessage, res: ServerR
       return got === undefined ? unknownSet(name) : send(res, 200, got.status);
     }
     default:
-      throw new HttpError(404, 'NOT_FOUND', `no such path ${url.pathname}`);
+      return noSuchPath();
+  }
+}
+
+/** kubectl label for one pod of a set. */
+async function labelPod(controller: Controller, set: string, pod: string, text: string, res: ServerResponse): Promise<void> {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new HttpError(400, 'LAZYPULL_ERR_INVALID_ARGUMENT', 'the body must be JSON: {"labels": {KEY: VALUE | null}, "overwrite": false}', { field: 'body' });
+  }
+  const { patch, overwrite } = parseLabelRequest(body);
+  const done = await controller.labelPod(set, pod, patch, overwrite);
+  switch (done.outcome) {
+    case 'unknownSet':
+      throw new HttpError(404, 'NOT_FOUND', `CloneSet ${JSON.stringify(set)} not found`, { cloneset: set });
+    case 'unknownPod':
+      throw new HttpError(404, 'NOT_FOUND', `pod ${JSON.stringify(pod)} of CloneSet ${JSON.stringify(set)} not found`, { cloneset: set, pod });
+    case 'conflict': {
+      // kubectl's own words.
+      const why = done.conflicts.map((c) => `'${c.key}' already has a value (${c.value})`).join('; ');
+      throw new HttpError(409, 'CONFLICT', `${why}, and --overwrite is false`, { field: 'metadata.labels', pod });
+    }
+    case 'done': {
+      const { outcome: _, ...view } = done;
+      return send(res, 200, view);
+    }
   }
 }

@@ -1,7 +1,8 @@
 /**
  * The controller's state in an embedded transactional store (LMDB): applied
- * CloneSets, the template of every revision seen, and per pod the revision it
- * runs, its InPlaceUpdateReady gate and the step of an upgrade under way.
+ * CloneSets, the template of every revision seen, per pod the revision it
+ * runs, its InPlaceUpdateReady gate and the step of an upgrade under way, and
+ * the labels a user added to a pod (`rollout label`).
  * The controller writes a step here before it executes it, and every write
  * is one ACID transaction, so after a `kill -9` at any point a restarted
  * controller finds either the step before or the step it was taking.
@@ -67,15 +68,62 @@ export interface PodRecord {
   updatedAt: number;
 }
 
+/**
+ * Labels added to a pod after it was created, and the sandbox they belong to
+ * (a recreated pod does not inherit them). Kept apart from PodRecord, which
+ * upgrade steps rewrite from copies they read before a long await.
+ */
+export interface PodLabelsRecord {
+  set: string;
+  name: string;
+  sandboxId: string;
+  labels: Record<string, string>;
+  updatedAt: number;
+}
+
 const key = (set: string, name: string): string => `${set}/${name}`;
+/** The keys "<set>/…" ('0' follows '/' in ASCII). */
+const setRange = (set: string): { start: string; end: string } => ({ start: `${set}/`, end: `${set}0` });
+
+/** Records of a set's pods, keyed "<set>/<pod>"; every write is one transaction, stamped with its time. */
+export class PodTable<T extends { set: string; name: string; updatedAt: number }> {
+  constructor(
+    private readonly root: RootDatabase,
+    readonly db: Database<T, string>,
+  ) {}
+
+  get(set: string, name: string): T | undefined {
+    return this.db.get(key(set, name));
+  }
+
+  list(set: string): T[] {
+    return [...this.db.getRange(setRange(set))].map(({ value }) => value);
+  }
+
+  put(record: T): void {
+    this.root.transactionSync(() => this.db.putSync(key(record.set, record.name), { ...record, updatedAt: Date.now() }));
+  }
+
+  delete(set: string, name: string): void {
+    this.root.transactionSync(() => this.db.removeSync(key(set, name)));
+  }
+}
 
 export class StateStore {
+  private readonly pods: PodTable<PodRecord>;
+  /** Labels added to pods (`rollout label`). */
+  readonly podLabels: PodTable<PodLabelsRecord>;
+
   private constructor(
     private readonly root: RootDatabase,
     private readonly sets: Database<SetRecord, string>,
     private readonly revisions: Database<RevisionRecord, string>,
-    private readonly pods: Database<PodRecord, string>,
-  ) {}
+    pods: Database<PodRecord, string>,
+    podLabels: Database<PodLabelsRecord, string>,
+  ) {
+    this.pods = new PodTable(root, pods);
+    this.podLabels = new PodTable(root, podLabels);
+  }
 
   /** Open (or create) the store in directory `path`. */
   static open(path: string): StateStore {
@@ -85,6 +133,7 @@ export class StateStore {
       root.openDB<SetRecord, string>({ name: 'sets', encoding: 'json' }),
       root.openDB<RevisionRecord, string>({ name: 'revisions', encoding: 'json' }),
       root.openDB<PodRecord, string>({ name: 'pods', encoding: 'json' }),
+      root.openDB<PodLabelsRecord, string>({ name: 'podLabels', encoding: 'json' }),
     );
   }
 
@@ -106,11 +155,12 @@ export class StateStore {
     });
   }
 
-  /** Forget a set with its revisions and pod records. */
+  /** Forget a set with its revisions, pod records and added pod labels. */
   deleteSet(name: string): void {
     this.root.transactionSync(() => {
-      for (const { key: k } of this.revisions.getRange({ start: `${name}/`, end: `${name}0` })) this.revisions.removeSync(k);
-      for (const { key: k } of this.pods.getRange({ start: `${name}/`, end: `${name}0` })) this.pods.removeSync(k);
+      for (const db of [this.revisions, this.pods.db, this.podLabels.db] as Array<Database<unknown, string>>) {
+        for (const { key: k } of db.getRange(setRange(name))) db.removeSync(k);
+      }
       this.sets.removeSync(name);
     });
   }
@@ -120,20 +170,19 @@ export class StateStore {
   }
 
   getPod(set: string, name: string): PodRecord | undefined {
-    return this.pods.get(key(set, name));
+    return this.pods.get(set, name);
   }
 
   listPods(set: string): PodRecord[] {
-    // '0' follows '/' in ASCII: the range holds exactly "<set>/…".
-    return [...this.pods.getRange({ start: `${set}/`, end: `${set}0` })].map(({ value }) => value);
+    return this.pods.list(set);
   }
 
   putPod(record: PodRecord): void {
-    this.root.transactionSync(() => this.pods.putSync(key(record.set, record.name), { ...record, updatedAt: Date.now() }));
+    this.pods.put(record);
   }
 
   deletePod(set: string, name: string): void {
-    this.root.transactionSync(() => this.pods.removeSync(key(set, name)));
+    this.pods.delete(set, name);
   }
 
   async close(): Promise<void> {

@@ -100,7 +100,7 @@ export interface PodState {
   containers: ContainerState[];
   /** Every container running and passing its readiness probe. */
   containersReady: boolean;
-  /** The InPlaceUpdateReady readiness gate; false while an in-place update is under way. */
+  /** The InPlaceUpdateReady readiness gate; false while an in-place update is under way. A runtime without conditions (CRI) reports true and the controller's record decides. */
   inPlaceUpdateReady: boolean;
   /** Being deleted (ReCreate, scale-down, surge clean-up). */
   terminating: boolean;
@@ -131,15 +131,42 @@ export interface RolloutStatus {
 }
 
 /**
+ * What an in-place update records on a pod before its containers are
+ * replaced (Kruise keeps it in the `apps.kruise.io/inplace-update-state`
+ * annotation).
+ */
+export interface InPlaceUpdateState {
+  /** The revision the pod is moved to. */
+  revision: string;
+  /** Container name → image reference (repo digest) it runs before the update; the new image must report another. */
+  recordedImageRefs: Record<string, string>;
+  /** When the update began (ms since the epoch). */
+  updateTimestamp: number;
+}
+
+/**
  * What the controller needs from a node runtime. The CRI adapter talks to
  * containerd's CRI plugin; a Kubernetes adapter would patch Pods instead.
+ * The controller keeps its own record of every pod's revision, gate and
+ * update state (its store), and tells the runtime each change through the
+ * calls below, so that a runtime with a place for them (Pod conditions,
+ * labels and annotations) shows them too.
  */
 export interface PodRuntime {
   /** Pull images ahead of time (pre-warming). */
   pullImage(image: string): Promise<string>;
+  /** A new pod at `revision`, its InPlaceUpdateReady gate open. */
   createPod(name: string, template: PodTemplate, revision: string, labels: Record<string, string>): Promise<PodState>;
-  /** Replace only the named containers with the template's, in the same sandbox. */
+  /** Replace only the named containers with the template's, in the same sandbox; the pod then runs `revision`. */
   updateContainersInPlace(pod: PodState, template: PodTemplate, changed: string[], revision: string): Promise<PodState>;
+  /**
+   * Set the pod's InPlaceUpdateReady readiness-gate condition: false before an
+   * in-place update (the pod leaves the load balancers), true once its new
+   * containers are verified. Called again after a restart: must be idempotent.
+   */
+  setInPlaceUpdateReady(pod: PodState, ready: boolean): Promise<void>;
+  /** Record on the pod, before its containers are replaced, where the update goes and what it replaces. Idempotent. */
+  recordInPlaceUpdateState(pod: PodState, state: InPlaceUpdateState): Promise<void>;
   deletePod(pod: PodState, gracePeriodSeconds: number): Promise<void>;
   /** Current state of every pod of the set, probes evaluated. */
   listPods(selector: Record<string, string>): Promise<PodState[]>;

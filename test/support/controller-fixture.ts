@@ -44,6 +44,11 @@ export interface SetOptions {
   paused?: boolean;
   /** updateStrategy.priorityStrategy.orderPriority[0].orderedKey */
   orderedKey?: string;
+  /** updateStrategy.priorityStrategy.weightPriority */
+  weightPriority?: Array<{ weight: number; matchLabels: Record<string, string> }>;
+  /** updateStrategy.scatterStrategy */
+  scatter?: Array<{ key: string; value: string }>;
+  maxSurge?: number | string;
 }
 
 /** A CloneSet manifest: an app container with a readiness probe and a sidecar. */
@@ -77,12 +82,27 @@ export function cloneSetYaml(o: SetOptions): string {
     `    type: ${o.type ?? 'InPlaceIfPossible'}`,
     `    partition: ${JSON.stringify(o.partition ?? 0)}`,
     `    maxUnavailable: ${JSON.stringify(o.maxUnavailable ?? 1)}`,
+    `    maxSurge: ${JSON.stringify(o.maxSurge ?? 0)}`,
     `    paused: ${o.paused === true}`,
     ...(o.orderedKey ? ['    priorityStrategy:', '      orderPriority:', `      - orderedKey: ${o.orderedKey}`] : []),
+    ...(o.weightPriority
+      ? ['    priorityStrategy:', '      weightPriority:', ...o.weightPriority.map((w) => `      - {weight: ${w.weight}, matchSelector: {matchLabels: ${JSON.stringify(w.matchLabels)}}}`)]
+      : []),
+    ...(o.scatter ? ['    scatterStrategy:', ...o.scatter.map((t) => `    - {key: ${JSON.stringify(t.key)}, value: ${JSON.stringify(t.value)}}`)] : []),
     '    inPlaceUpdateStrategy:',
     `      gracePeriodSeconds: ${o.gracePeriodSeconds ?? 0}`,
     '',
   ].join('\n');
+}
+
+/** One line of the controller's JSON log. */
+export interface LogEvent {
+  event?: string;
+  cloneset?: string;
+  pod?: string;
+  revision?: string;
+  to?: string;
+  [fact: string]: unknown;
 }
 
 export interface ControllerProcess {
@@ -90,6 +110,8 @@ export interface ControllerProcess {
   child: ChildProcess;
   logPath: string;
   log(): string;
+  /** The log's JSON lines, in order (the log is kept across restarts on the same state). */
+  events(): LogEvent[];
 }
 
 /** Start `lazypull controller` on the environment's CRI socket; resolves once it answers HTTP. */
@@ -106,6 +128,17 @@ export async function startControllerProcess(env: CriEnvironment, stateDir: stri
   closeSync(fd);
   const url = `http://127.0.0.1:${listenPort}`;
   const log = (): string => readFileSync(logPath, 'utf8');
+  const events = (): LogEvent[] =>
+    log()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => {
+        try {
+          return JSON.parse(l) as LogEvent;
+        } catch {
+          return {}; // a line cut by kill -9
+        }
+      });
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (child.exitCode !== null || child.signalCode !== null) throw new Error(`controller exited at start:\n${log().slice(-3000)}`);
@@ -118,7 +151,7 @@ export async function startControllerProcess(env: CriEnvironment, stateDir: stri
     if (Date.now() > deadline) throw new Error(`controller did not start:\n${log().slice(-3000)}`);
     await new Promise((r) => setTimeout(r, 100));
   }
-  return { url, child, logPath, log };
+  return { url, child, logPath, log, events };
 }
 
 export async function killController(c: ControllerProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
