@@ -155,6 +155,26 @@ describe('LayerReader', function () {
   });
 
   describe('over a local blob', () => {
+    it('finds the TOC from a prefetched tail: no further read when the tail holds it, one when it does not', async () => {
+      const whole = await readBlobToc(plain, LABEL);
+      const counting = (): BlobReader & { reads: number } => ({
+        size: plain.size,
+        reads: 0,
+        readAt(offset, length) {
+          this.reads++;
+          return plain.readAt(offset, length);
+        },
+      });
+      for (const tailLength of [plain.size - whole.tocOffset, plain.size, 51, plain.size - whole.tocOffset - 1]) {
+        const blob = counting();
+        const tail = await plain.readAt(plain.size - tailLength, tailLength);
+        const got = await readBlobToc(blob, LABEL, undefined, tail);
+        assert.equal(got.tocDigest, whole.tocDigest, `${tailLength}-byte tail`);
+        assert.equal(got.tocOffset, whole.tocOffset);
+        assert.equal(blob.reads, tailLength >= plain.size - whole.tocOffset ? 0 : 1, `reads after a ${tailLength}-byte tail`);
+      }
+    });
+
     it('reads every file exactly, whole and at random offsets and lengths', async () => {
       const o = await openLayer(plain, new MemoryChunkCache(64 << 20));
       assert.ok(o.inode('data/big.bin').chunks.length >= 17);

@@ -190,6 +190,32 @@ describe('lazypull mount (CLI)', function () {
         }
       });
 
+      it('--toc-digest: the given digest is what counts (the manifest is not read); a wrong one is refused', async function () {
+        const client = new RegistryClient({ plainHttp: true });
+        try {
+          const manifest = JSON.parse((await client.getManifest(parseReference(image.ref))).body.toString()) as { layers: Array<{ annotations?: Record<string, string> }> };
+          const real = manifest.layers[0].annotations?.[TOC_DIGEST];
+          assert.ok(real, 'the converted layer carries its TOC digest');
+          // The manifest's annotation is wrong, so a mount that read it would be refused.
+          const tampered = await retagWithAnnotations(client, image.ref, 'tampered-known', (a) => {
+            a[TOC_DIGEST] = `sha256:${'0'.repeat(64)}`;
+          });
+          const m = await mountOk(tampered, image.layers[0], 'known-toc', ['--toc-digest', real, '--no-background-fetch']);
+          const { stdout } = await execFileP('cat', [join(m.mountpoint, 'app/hello.txt')]);
+          assert.equal(stdout, HELLO_TEXT);
+          const st = await status(m.mountpoint);
+          assert.equal(st.tocDigest, real);
+          assert.equal(st.verified, true);
+          assert.equal(await m.stop(), 0);
+
+          await refused(image.ref, image.layers[0], 'wrong-toc', 'LAZYPULL_ERR_DIGEST_MISMATCH', /does not match/, ['--toc-digest', `sha256:${'0'.repeat(64)}`]);
+          const pushed = await pushOciLayout(client, image.layoutDir, parseReference(`${reg.host}/lazy/plain-known:v1`));
+          await refused(`${reg.host}/lazy/plain-known:v1`, pushed.layers[0].digest, 'plain-known', 'LAZYPULL_ERR_NOT_ESTARGZ', /not an eStargz blob/, ['--toc-digest', real]);
+        } finally {
+          await client.close();
+        }
+      });
+
       it('a layer the image does not have', async function () {
         await refused(image.ref, `sha256:${'1'.repeat(64)}`, 'nolayer', 'LAZYPULL_ERR_REGISTRY_NOT_FOUND', /has no layer/);
       });

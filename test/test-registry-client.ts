@@ -216,6 +216,22 @@ describe('registry client against docker-registry', function () {
     await assert.rejects(client.getBlobRange(target, digest, 5, 4), (err: unknown) => isLazypullError(err, 'LAZYPULL_ERR_INVALID_ARGUMENT'));
   });
 
+  it("reads a blob's tail with one suffix range and learns the blob's size", async () => {
+    const data = randomBytes(100000);
+    const digest = computeDigest(data);
+    const target = repo('range/tail');
+    await client.pushBlob(target, digest, data.length, () => Readable.from([data]));
+    for (const length of [1, 51, 4096, 99999, 100000, 250000]) {
+      const tail = await client.getBlobTail(target, digest, length);
+      assert.equal(tail.blobSize, data.length, `size with a ${length}-byte tail`);
+      assert.deepEqual(tail.data, data.subarray(Math.max(0, data.length - length)), `${length}-byte tail`);
+    }
+    await assert.rejects(client.getBlobTail(target, digest, 0), (err: unknown) => isLazypullError(err, 'LAZYPULL_ERR_INVALID_ARGUMENT'));
+    await assert.rejects(client.getBlobTail(repo('does/not-exist'), digest, 10), (err: unknown) =>
+      isLazypullError(err, 'LAZYPULL_ERR_REGISTRY_NOT_FOUND') && err.message.includes('does/not-exist'),
+    );
+  });
+
   it('serves many concurrent range reads over reused connections', async () => {
     const data = randomBytes(64 * 1024);
     const digest = computeDigest(data);
@@ -400,6 +416,10 @@ describe('registry client transport behaviour', () => {
     await assert.rejects(client.getBlobRange(ref, digest, 299990, 300009), (err: unknown) =>
       isLazypullError(err, 'LAZYPULL_ERR_REGISTRY_STATUS') && /received 10 bytes, expected 20/.test(err.message),
     );
+    // A suffix range answered with the whole body: the tail is its end, the size its length.
+    const tail = await client.getBlobTail(ref, digest, 1000);
+    assert.equal(tail.blobSize, data.length);
+    assert.deepEqual(tail.data, data.subarray(data.length - 1000));
   });
 
   it('refuses a manifest whose media type is not accepted', async () => {

@@ -14,11 +14,13 @@ import { LazypullError, redact, toError } from '../errors';
 import { mountLayer, mountsAt, type MountedLayer } from '../fs/fuse-mount';
 import { LayerFuseOps } from '../fs/fuse-ops';
 import { LayerReader } from '../fs/layer-reader';
+import { warmUpLayerOpening } from '../fs/warm-up';
 import { DEFAULT_STATE_DIR, formatStatus, MountStatusWriter, percent, readMountStatus, statusPath, type MountStatus } from '../fs/mount-status';
 import { openRemoteLayer } from '../fs/remote-layer';
 import { MirroringRegistryClient } from '../registry/mirroring-client';
 import { formatReference, parseReference } from '../registry/reference';
 import { parseIntegerOption } from './options';
+import { trace } from '../util/trace';
 
 export const DEFAULT_CACHE_DIR = '/var/lib/lazypull/cache';
 const DEFAULT_CACHE_BYTES = 10 * 1024 ** 3;
@@ -37,6 +39,8 @@ export interface MountFlags {
   prefetch?: boolean;
   /** commander's --no-verify */
   verify?: boolean;
+  /** The layer's toc.digest annotation, when the caller knows it (the snapshotter does): no manifest fetch. */
+  tocDigest?: string;
   cacheDir?: string;
   cacheSize?: string;
   memoryCacheSize?: string;
@@ -56,6 +60,8 @@ export interface StandbyJob {
 
 async function readStandbyJob(): Promise<StandbyJob | undefined> {
   const parent = process.ppid;
+  let waiting = true;
+  void warmUpWhileWaiting(() => waiting);
   const read = (async () => {
     const chunks: Buffer[] = [];
     for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
@@ -72,10 +78,19 @@ async function readStandbyJob(): Promise<StandbyJob | undefined> {
   });
   try {
     const job = await Promise.race([read, orphaned]);
+    waiting = false;
     if (!job) process.stdin.destroy();
     return job;
   } finally {
     clearInterval(timer);
+  }
+}
+
+/** Warm up the layer-opening code in short rounds, so that a job arriving meanwhile waits for one round at most. */
+async function warmUpWhileWaiting(waiting: () => boolean): Promise<void> {
+  for (let round = 0; round < 8 && waiting(); round++) {
+    warmUpLayerOpening(1);
+    await new Promise((resolve) => setImmediate(resolve));
   }
 }
 
@@ -99,6 +114,7 @@ export async function mountCommand(
     // No job and no parent: nothing was set up, and a handle (stdin held open
     // by another of the snapshotter's children) must not keep us alive.
     if (!job) process.exit(0);
+    trace('server.job');
     await mountCommand(job.ref, job.layerDigest, job.mountpoint, { ...job.flags, standby: false });
     return;
   }
@@ -148,7 +164,8 @@ async function serveLayer(refText: string, layerDigest: string, mountpoint: stri
   let reader: LayerReader | undefined;
   let cache: TieredChunkCache | undefined;
   try {
-    const layer = await openRemoteLayer({ client, ref, layerDigest, verifyTocDigest: flags.verify !== false, label: layerDigest });
+    const layer = await openRemoteLayer({ client, ref, layerDigest, verifyTocDigest: flags.verify !== false, tocDigest: flags.tocDigest, label: layerDigest });
+    trace('server.toc-loaded');
     log({
       event: 'toc_loaded',
       reference: formatReference(ref),
@@ -156,7 +173,7 @@ async function serveLayer(refText: string, layerDigest: string, mountpoint: stri
       verified: layer.verified,
       inodes: layer.index.inodes.size,
       dataBytes: layer.index.dataSize,
-      blobSize: layer.descriptor.size,
+      blobSize: layer.blob.size,
     });
     cache = new TieredChunkCache(new MemoryChunkCache(memoryBytes), await DiskChunkCache.open(cacheDir, cacheBytes), {
       onWriteError: (digest, error) => log({ event: 'cache_write_failed', digest, error: error.message }),
@@ -165,6 +182,7 @@ async function serveLayer(refText: string, layerDigest: string, mountpoint: stri
     const ops = new LayerFuseOps(layer.index, reader, { readTimeoutMs: readTimeoutMs + 2000, log });
     if (stopRequested) throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `interrupted by ${stopRequested} before mounting`);
     mounted = await mountLayer(mountpoint, ops, { log });
+    trace('server.mounted');
 
     const startedAt = new Date().toISOString();
     let prefetchState: MountStatus['prefetch'] = layer.index.prefetchEnd !== undefined && flags.prefetch !== false ? 'running' : 'none';
@@ -192,7 +210,7 @@ async function serveLayer(refText: string, layerDigest: string, mountpoint: stri
         percentLocal: percent(s.localBytes, s.totalBytes),
         reads: ops.counters.reads,
         readErrors: ops.counters.readErrors,
-        blobSize: layer.descriptor.size,
+        blobSize: layer.blob.size,
       };
     };
     statusWriter = new MountStatusWriter(statusPath(stateDir, mounted.mountpoint), snapshot);

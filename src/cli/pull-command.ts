@@ -1,10 +1,11 @@
 /** `lazypull pull`: create an image in containerd with its layers prepared through the lazypull snapshotter. */
 import { ContainerdConnection, DEFAULT_CONTAINERD_ADDRESS, DEFAULT_CONTAINERD_NAMESPACE } from '../containerd/grpc-connection';
-import { pullImage, type PulledLayer, type PullResult } from '../containerd/pull-image';
+import { pullResolvedImage, resolveImage, type PulledLayer, type PullResult } from '../containerd/pull-image';
 import { parsePlatform } from '../image/image-types';
 import { MirroringRegistryClient } from '../registry/mirroring-client';
 import { parseReference } from '../registry/reference';
 import { createProgress, type Progress } from './progress';
+import { trace } from '../util/trace';
 
 export interface PullFlags {
   address?: string;
@@ -33,17 +34,28 @@ function summary(r: PullResult, seconds: number): string {
 
 export async function pullCommand(reference: string, flags: PullFlags): Promise<void> {
   const started = process.hrtime.bigint();
+  trace('pull.start');
   // Same environment variables as ctr, so the two are pointed at the same place.
   const address = flags.address ?? process.env.CONTAINERD_ADDRESS ?? DEFAULT_CONTAINERD_ADDRESS;
   const namespace = flags.namespace ?? process.env.CONTAINERD_NAMESPACE ?? DEFAULT_CONTAINERD_NAMESPACE;
   const platform = flags.platform ? parsePlatform(flags.platform) : undefined;
   // A malformed reference is reported before anything is contacted.
   parseReference(reference);
-  const conn = await ContainerdConnection.connect(address, { namespace });
+  // Nor is the registry contacted when containerd is obviously not there.
+  await ContainerdConnection.checkSocket(address);
   const registry = new MirroringRegistryClient({ plainHttp: flags.plainHttp === true, ...(flags.hostsDir ? { hostsDir: flags.hostsDir } : {}) });
+  // The registry answers while this process loads containerd's API and connects.
+  const resolving = resolveImage(registry, parseReference(reference), platform);
+  resolving.catch(() => undefined);
+  let conn: ContainerdConnection | undefined;
   let progress: Progress | undefined;
   try {
-    const result = await pullImage(conn, registry, reference, {
+    await new Promise((resolve) => setImmediate(resolve));
+    conn = await ContainerdConnection.connect(address, { namespace });
+    trace('pull.connected');
+    const image = await resolving;
+    trace('pull.resolved');
+    const result = await pullResolvedImage(conn, registry, reference, image, {
       snapshotter: flags.snapshotter ?? DEFAULT_SNAPSHOTTER,
       ...(platform ? { platform } : {}),
       onLayerProgress: (layer, done) => {
@@ -82,7 +94,7 @@ export async function pullCommand(reference: string, flags: PullFlags): Promise<
     }
   } finally {
     progress?.stop();
-    conn.close();
+    conn?.close();
     await registry.close();
   }
 }

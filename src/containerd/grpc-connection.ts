@@ -90,9 +90,8 @@ export class ContainerdConnection {
    * A missing socket, a path that is not a socket, or a socket nobody
    * answers on is an UNAVAILABLE ContainerdError that names the path.
    */
-  static async connect(address: string = DEFAULT_CONTAINERD_ADDRESS, opts: ConnectOptions = {}): Promise<ContainerdConnection> {
-    const namespace = opts.namespace ?? DEFAULT_CONTAINERD_NAMESPACE;
-    if (namespace === '') throw new ContainerdError('INVALID_ARGUMENT', 'containerd namespace must not be empty', { address });
+  /** Fails with a clear UNAVAILABLE error when `address` is not a unix socket (containerd not running, wrong path). */
+  static async checkSocket(address: string): Promise<void> {
     try {
       const st = await fs.stat(address);
       if (!st.isSocket()) throw new ContainerdError('UNAVAILABLE', `${address} is not a unix socket; pass containerd's socket with --address`, { address });
@@ -107,6 +106,12 @@ export class ContainerdConnection {
         { address },
       );
     }
+  }
+
+  static async connect(address: string = DEFAULT_CONTAINERD_ADDRESS, opts: ConnectOptions = {}): Promise<ContainerdConnection> {
+    const namespace = opts.namespace ?? DEFAULT_CONTAINERD_NAMESPACE;
+    if (namespace === '') throw new ContainerdError('INVALID_ARGUMENT', 'containerd namespace must not be empty', { address });
+    await ContainerdConnection.checkSocket(address);
     const channel = new grpc.Channel(`unix://${address}`, grpc.credentials.createInsecure(), {
       // Layers travel in 1 MiB messages; containerd's answers are small, but lists can be long.
       'grpc.max_receive_message_length': 64 << 20,

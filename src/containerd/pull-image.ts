@@ -26,6 +26,7 @@ import { ImageService } from './images';
 import { withLease } from './leases';
 import { SnapshotsClient } from './snapshots-client';
 import type { ContentDescriptor } from './types';
+import { trace } from '../util/trace';
 
 /** containerd's label naming the chain ID a prepared snapshot will be committed as. */
 export const LABEL_SNAPSHOT_REF = 'containerd.io/snapshot.ref';
@@ -104,7 +105,8 @@ async function readAll(stream: Readable, limit: number, what: string): Promise<B
   return Buffer.concat(parts);
 }
 
-interface ResolvedImage {
+/** What the registry says about an image: enough to pull it into containerd. */
+export interface ResolvedImage {
   index?: { descriptor: ContentDescriptor; body: Buffer; parsed: ImageIndex };
   manifest: { descriptor: ContentDescriptor; body: Buffer; parsed: ImageManifest };
   config: { descriptor: ContentDescriptor; body: Buffer; parsed: ImageConfig };
@@ -112,7 +114,7 @@ interface ResolvedImage {
 }
 
 /** Manifest (through the index, for `platform`) and config from the registry. */
-async function resolveImage(registry: RegistryClient, ref: ImageReference, platform: Platform): Promise<ResolvedImage> {
+export async function resolveImage(registry: RegistryClient, ref: ImageReference, platform: Platform = hostPlatform()): Promise<ResolvedImage> {
   const top = await registry.getManifest(ref);
   let index: ResolvedImage['index'];
   let manifestFetched = top;
@@ -180,9 +182,23 @@ export function snapshotLabels(imageRef: string, layer: Descriptor, chainId: str
  * mirrors and credentials.
  */
 export async function pullImage(conn: ContainerdConnection, registry: RegistryClient, reference: string, opts: PullImageOptions): Promise<PullResult> {
+  const image = await resolveImage(registry, parseReference(reference), opts.platform);
+  return pullResolvedImage(conn, registry, reference, image, opts);
+}
+
+/**
+ * pullImage for an image already resolved, so that a caller can fetch the
+ * manifest and config while it connects to containerd.
+ */
+export async function pullResolvedImage(
+  conn: ContainerdConnection,
+  registry: RegistryClient,
+  reference: string,
+  image: ResolvedImage,
+  opts: PullImageOptions,
+): Promise<PullResult> {
   const ref = parseReference(reference);
   const name = containerdImageName(ref);
-  const image = await resolveImage(registry, ref, opts.platform ?? hostPlatform());
   const layers = image.manifest.parsed.layers;
   const diffIds = image.config.parsed.rootfs?.diff_ids ?? [];
   const chain = chainIds(diffIds);
@@ -203,13 +219,19 @@ export async function pullImage(conn: ContainerdConnection, registry: RegistryCl
 
     const manifestLabels: Record<string, string> = { 'containerd.io/gc.ref.content.config': image.config.descriptor.digest };
     layers.forEach((l, i) => (manifestLabels[`containerd.io/gc.ref.content.l.${i}`] = l.digest));
-    await store(image.config.descriptor, image.config.body, 'config', {});
-    await store(image.manifest.descriptor, image.manifest.body, 'manifest', manifestLabels);
-    if (image.index) {
-      const indexLabels: Record<string, string> = {};
-      image.index.parsed.manifests.forEach((m, i) => (indexLabels[`containerd.io/gc.ref.content.m.${i}`] = m.digest));
-      await store(image.index.descriptor, image.index.body, 'index', indexLabels);
-    }
+    // Metadata content and layer snapshots do not depend on each other (the lease keeps both):
+    // containerd writes the one while the snapshotter mounts the other.
+    const metadataStored = (async () => {
+      await store(image.config.descriptor, image.config.body, 'config', {});
+      await store(image.manifest.descriptor, image.manifest.body, 'manifest', manifestLabels);
+      if (image.index) {
+        const indexLabels: Record<string, string> = {};
+        image.index.parsed.manifests.forEach((m, i) => (indexLabels[`containerd.io/gc.ref.content.m.${i}`] = m.digest));
+        await store(image.index.descriptor, image.index.body, 'index', indexLabels);
+      }
+    })();
+    // Awaited after the layers; a failure there must not go unhandled meanwhile.
+    metadataStored.catch(() => undefined);
 
     const pulled: PulledLayer[] = [];
     for (const [i, layer] of layers.entries()) {
@@ -238,10 +260,12 @@ export async function pullImage(conn: ContainerdConnection, registry: RegistryCl
       opts.onLayer?.(done);
     }
 
+    await metadataStored;
     const chainId = chain[chain.length - 1] ?? '';
     if (chainId) await content.setLabels(image.config.descriptor.digest, { [`containerd.io/gc.ref.snapshot.${opts.snapshotter}`]: chainId });
 
     const target = image.index?.descriptor ?? image.manifest.descriptor;
+    trace('pull.layers-done');
     const { created } = await new ImageService(leased).put({ name, target });
     return {
       name,
@@ -279,6 +303,7 @@ async function prepareLayer(a: PrepareLayerArgs): Promise<LayerMode> {
   let mounts;
   try {
     mounts = await a.snapshots.prepare(key, a.parent, a.labels);
+    trace('pull.prepare-returned');
   } catch (err) {
     if (isContainerdError(err, 'ALREADY_EXISTS')) return 'lazy';
     throw err;

@@ -8,6 +8,9 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { GzipJob, GzipResult } from './gzip-worker';
 
+/** The worker's own file, also when this code runs bundled into the CLI (dist/src/cli/main.js). */
+const WORKER_PATH = join(__dirname, '..', 'convert', 'gzip-worker.js');
+
 interface PendingJob {
   resolve: (members: Buffer[]) => void;
   reject: (err: Error) => void;
@@ -30,7 +33,7 @@ export class GzipPool {
   }
 
   private spawn(): WorkerSlot {
-    const slot: WorkerSlot = { worker: new Worker(join(__dirname, 'gzip-worker.js')), inFlight: 0 };
+    const slot: WorkerSlot = { worker: new Worker(WORKER_PATH), inFlight: 0 };
     slot.worker.on('message', (result: GzipResult) => this.onResult(slot, result));
     slot.worker.on('error', (err) => this.failAll(slot, err));
     slot.worker.on('exit', (code) => {

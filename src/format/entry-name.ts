@@ -5,6 +5,9 @@
 import { posix } from 'node:path';
 import { LazypullError } from '../errors';
 
+/** A leading "/", an empty, "." or ".." segment, or a run of trailing slashes. */
+const NEEDS_NORMALIZING = /^\/|\/\/|(^|\/)\.\.?(\/|$)/;
+
 /**
  * Clean a tar path the way eStargz tools do: no leading "./" or "/", no
  * trailing slash, "." and ".." resolved. The root itself becomes "".
@@ -12,6 +15,8 @@ import { LazypullError } from '../errors';
  * layer must never do.
  */
 export function cleanEntryName(name: string): string | null {
+  // Most names are already clean ("usr/bin/", "etc/passwd"): skip normalize for them (a TOC has thousands).
+  if (name !== '' && !NEEDS_NORMALIZING.test(name)) return name.endsWith('/') ? name.slice(0, -1) : name;
   if (name.startsWith('/')) {
     // "/" alone is the root; any other absolute path is refused.
     if (posix.normalize(name) === '/') return '';

@@ -23,10 +23,15 @@ export interface BlobToc {
   footerSize: number;
 }
 
-export async function readBlobToc(blob: BlobReader, label: string, limits: TocLimits = DEFAULT_TOC_LIMITS): Promise<BlobToc> {
-  const tailLength = Math.min(blob.size, FOOTER_SIZE);
-  const tail = await blob.readAt(blob.size - tailLength, tailLength);
-  const { tocOffset, footerSize } = requireFooter(tail, label);
+/**
+ * `tail`, when given, is the blob's last bytes, already read (a reader
+ * fetches a generous tail in one request so that footer and TOC usually
+ * need no second one). Otherwise the footer is read first, then the TOC.
+ */
+export async function readBlobToc(blob: BlobReader, label: string, limits: TocLimits = DEFAULT_TOC_LIMITS, tail?: Buffer): Promise<BlobToc> {
+  if (tail !== undefined && tail.length > blob.size) throw new Error(`internal: a ${tail.length}-byte tail of a ${blob.size}-byte blob`);
+  const known = tail ?? (await blob.readAt(blob.size - Math.min(blob.size, FOOTER_SIZE), Math.min(blob.size, FOOTER_SIZE)));
+  const { tocOffset, footerSize } = requireFooter(known.subarray(Math.max(0, known.length - FOOTER_SIZE)), label);
   const tocEnd = blob.size - footerSize;
   if (tocOffset >= tocEnd) {
     throw new LazypullError('LAZYPULL_ERR_TOC_INVALID', `${label}: footer points at offset ${tocOffset}, past the TOC area`, { blob: label });
@@ -34,7 +39,8 @@ export async function readBlobToc(blob: BlobReader, label: string, limits: TocLi
   if (tocEnd - tocOffset > limits.maxBytes) {
     throw new LazypullError('LAZYPULL_ERR_TOC_INVALID', `${label}: compressed TOC is ${tocEnd - tocOffset} bytes, over the limit`, { blob: label });
   }
-  const compressed = await blob.readAt(tocOffset, tocEnd - tocOffset);
+  const knownFrom = blob.size - known.length;
+  const compressed = tocOffset >= knownFrom ? known.subarray(tocOffset - knownFrom, tocEnd - knownFrom) : await blob.readAt(tocOffset, tocEnd - tocOffset);
   let tar: Buffer;
   try {
     tar = gunzipSync(compressed, { maxOutputLength: limits.maxBytes + 64 * 1024 });

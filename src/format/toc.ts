@@ -109,26 +109,32 @@ export function parseToc(json: Buffer, limits: TocLimits = DEFAULT_TOC_LIMITS): 
   if (toc.entries.length > limits.maxEntries) {
     throw tocError(`TOC has ${toc.entries.length} entries, over the limit of ${limits.maxEntries}`);
   }
-  toc.entries.forEach((entry, index) => validateEntry(entry, index));
+  for (let index = 0; index < toc.entries.length; index++) validateEntry(toc.entries[index]!, index);
   return toc;
 }
 
+const NUMBER_FIELDS = ['size', 'mode', 'uid', 'gid', 'offset', 'devMajor', 'devMinor', 'chunkOffset', 'chunkSize', 'innerOffset'] as const;
+const DIGEST_FIELDS = ['digest', 'chunkDigest'] as const;
+
 function validateEntry(entry: TocEntry, index: number): void {
-  const where = `TOC entry ${index}${typeof entry?.name === 'string' ? ` "${entry.name}"` : ''}`;
-  if (typeof entry !== 'object' || entry === null) throw tocError(`${where} is not an object`);
-  if (typeof entry.name !== 'string') throw tocError(`${where} has no name`);
-  if (cleanEntryName(entry.name) === null) throw tocError(`${where}: path escapes the layer root`);
-  if (!ENTRY_TYPES.has(entry.type)) throw tocError(`${where} has unknown type "${String(entry.type)}"`);
-  for (const field of ['size', 'mode', 'uid', 'gid', 'offset', 'devMajor', 'devMinor', 'chunkOffset', 'chunkSize', 'innerOffset'] as const) {
+  // The entry's description is built only for an error: a TOC has thousands of valid entries.
+  const fail = (problem: string): never => {
+    throw tocError(`TOC entry ${index}${typeof entry?.name === 'string' ? ` "${entry.name}"` : ''}${problem}`);
+  };
+  if (typeof entry !== 'object' || entry === null) fail(' is not an object');
+  if (typeof entry.name !== 'string') fail(' has no name');
+  if (cleanEntryName(entry.name) === null) fail(': path escapes the layer root');
+  if (!ENTRY_TYPES.has(entry.type)) fail(` has unknown type "${String(entry.type)}"`);
+  for (const field of NUMBER_FIELDS) {
     const v = entry[field];
-    if (v !== undefined && !(Number.isSafeInteger(v) && v >= 0)) throw tocError(`${where} has invalid ${field}`);
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= 0)) fail(` has invalid ${field}`);
   }
-  for (const field of ['digest', 'chunkDigest'] as const) {
+  for (const field of DIGEST_FIELDS) {
     const v = entry[field];
-    if (v !== undefined && !(typeof v === 'string' && DIGEST_RE.test(v))) throw tocError(`${where} has invalid ${field}`);
+    if (v !== undefined && !(typeof v === 'string' && DIGEST_RE.test(v))) fail(` has invalid ${field}`);
   }
   if (entry.type === 'hardlink' && (typeof entry.linkName !== 'string' || cleanEntryName(entry.linkName) === null)) {
-    throw tocError(`${where}: hardlink target escapes the layer root`);
+    fail(': hardlink target escapes the layer root');
   }
 }
 

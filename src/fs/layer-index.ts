@@ -71,10 +71,25 @@ function parseModtime(text: string | undefined): number {
   return Number.isNaN(ms) ? 0 : Math.floor(ms / 1000);
 }
 
-function decodeXattrs(entry: TocEntry, where: string): Map<string, Buffer> {
+/** parseModtime with a memo: files of one layer share few distinct times, and Date.parse is slow. */
+function modtimeParser(): (text: string | undefined) => number {
+  const seen = new Map<string, number>();
+  return (text) => {
+    if (!text) return 0;
+    let seconds = seen.get(text);
+    if (seconds === undefined) {
+      seconds = parseModtime(text);
+      seen.set(text, seconds);
+    }
+    return seconds;
+  };
+}
+
+function decodeXattrs(entry: TocEntry, where: () => string): Map<string, Buffer> {
   const out = new Map<string, Buffer>();
-  for (const [name, value] of Object.entries(entry.xattrs ?? {})) {
-    if (typeof value !== 'string') throw indexError(`${where}: xattr ${name} is not base64 text`);
+  if (entry.xattrs === undefined) return out;
+  for (const [name, value] of Object.entries(entry.xattrs)) {
+    if (typeof value !== 'string') throw indexError(`${where()}: xattr ${name} is not base64 text`);
     out.set(name, Buffer.from(value, 'base64'));
   }
   return out;
@@ -125,29 +140,32 @@ export class LayerIndex {
     let prefetchEnd: number | undefined;
     let dataSize = 0;
 
-    for (const [index, entry] of toc.entries.entries()) {
-      const where = `${label}: TOC entry ${index} "${entry.name}"`;
+    const modtime = modtimeParser();
+    for (let index = 0; index < toc.entries.length; index++) {
+      const entry = toc.entries[index]!;
+      // Described only for an error: a TOC has thousands of valid entries.
+      const where = (): string => `${label}: TOC entry ${index} "${entry.name}"`;
       const name = cleanEntryName(entry.name);
-      if (name === null) throw indexError(`${where}: path escapes the layer root`);
+      if (name === null) throw indexError(`${where()}: path escapes the layer root`);
       if (name === PREFETCH_LANDMARK) prefetchEnd = entry.offset;
       if (name === PREFETCH_LANDMARK || name === NO_PREFETCH_LANDMARK || name === TOC_TAR_NAME) continue;
 
       if (entry.type === 'chunk') {
         const file = byName.get(name);
-        if (!file || (file.mode & S_IFMT) !== S_IFREG) throw indexError(`${where}: chunk of an unknown file`);
+        if (!file || (file.mode & S_IFMT) !== S_IFREG) throw indexError(`${where()}: chunk of an unknown file`);
         this.addChunk(file, entry, nextOffset, where);
         continue;
       }
       if (entry.type === 'hardlink') {
         const target = cleanEntryName(entry.linkName ?? '');
-        if (target === null || target === '') throw indexError(`${where}: bad hardlink target`);
+        if (target === null || target === '') throw indexError(`${where()}: bad hardlink target`);
         hardlinks.push({ name, target });
         continue;
       }
       if (name === '') {
         // The root's own attributes.
-        if (entry.type !== 'dir') throw indexError(`${where}: the root must be a directory`);
-        this.applyAttributes(this.root, entry, where);
+        if (entry.type !== 'dir') throw indexError(`${where()}: the root must be a directory`);
+        this.applyAttributes(this.root, entry, modtime, where);
         continue;
       }
       const base = name.slice(name.lastIndexOf('/') + 1);
@@ -163,14 +181,14 @@ export class LayerIndex {
         // A directory first made implicitly by a child that came earlier.
         node = existing;
       } else if (existing) {
-        throw indexError(`${where}: duplicate entry`);
+        throw indexError(`${where()}: duplicate entry`);
       } else {
         const typeBits = TYPE_BITS[entry.type];
-        if (typeBits === undefined) throw indexError(`${where}: unknown type "${entry.type}"`);
+        if (typeBits === undefined) throw indexError(`${where()}: unknown type "${entry.type}"`);
         node = this.newInode(typeBits);
         if (entry.type === 'dir') node.children = new Map();
       }
-      this.applyAttributes(node, entry, where);
+      this.applyAttributes(node, entry, modtime, where);
       let displayName = base;
       if (base.startsWith(WHITEOUT_PREFIX) && base.length > WHITEOUT_PREFIX.length) {
         // overlayfs sees a deleted lower file as a 0/0 character device with the file's name.
@@ -192,7 +210,7 @@ export class LayerIndex {
       byName.set(name, node);
       const parent = this.ensureDirs(byName, parentName);
       if (parent.children!.has(displayName) && parent.children!.get(displayName) !== node) {
-        throw indexError(`${where}: "${displayName}" appears twice in its directory`);
+        throw indexError(`${where()}: "${displayName}" appears twice in its directory`);
       }
       parent.children!.set(displayName, node);
       if (entry.type === 'dir') parent.nlink++;
@@ -230,11 +248,11 @@ export class LayerIndex {
     return node;
   }
 
-  private applyAttributes(node: Inode, entry: TocEntry, where: string): void {
+  private applyAttributes(node: Inode, entry: TocEntry, modtime: (text: string | undefined) => number, where: () => string): void {
     node.mode = (node.mode & S_IFMT) | ((entry.mode ?? 0) & 0o7777);
     node.uid = entry.uid ?? 0;
     node.gid = entry.gid ?? 0;
-    node.mtime = parseModtime(entry.modtime);
+    node.mtime = modtime(entry.modtime);
     node.devMajor = entry.devMajor ?? 0;
     node.devMinor = entry.devMinor ?? 0;
     node.xattrs = decodeXattrs(entry, where);
@@ -263,8 +281,8 @@ export class LayerIndex {
     return parent;
   }
 
-  private addChunk(file: Inode, entry: TocEntry, nextOffset: (o: number) => number, where: string): void {
-    if (!entry.offset || !entry.chunkDigest && !entry.digest) throw indexError(`${where}: chunk without offset or digest`);
+  private addChunk(file: Inode, entry: TocEntry, nextOffset: (o: number) => number, where: () => string): void {
+    if (!entry.offset || !entry.chunkDigest && !entry.digest) throw indexError(`${where()}: chunk without offset or digest`);
     const fileOffset = entry.chunkOffset ?? 0;
     const size = entry.chunkSize || file.size - fileOffset;
     file.chunks.push({

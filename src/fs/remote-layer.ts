@@ -1,9 +1,12 @@
 /**
  * Open one eStargz layer of an image in a registry for lazy reading:
  * resolve the image's manifest (an index picks the host platform), find the
- * layer's descriptor, fetch the footer and the TOC with two Range GETs,
- * check the TOC against the descriptor's `toc.digest` annotation and build
- * the inode tree. Nothing else of the blob is fetched.
+ * layer's descriptor, fetch the blob's tail (footer and, usually, the whole
+ * TOC) with one Range GET, check the TOC against the descriptor's
+ * `toc.digest` annotation and build the inode tree. A caller that already
+ * knows the TOC digest (the snapshotter, from containerd's labels) skips the
+ * manifest: the suffix range also tells the blob's size. Nothing else of
+ * the blob is fetched.
  */
 import { LazypullError } from '../errors';
 import { readBlobToc } from '../format/toc-reader';
@@ -35,15 +38,27 @@ export interface OpenRemoteLayerOptions {
   label?: string;
   /** Platform to prefer in an index; default this machine's. */
   platform?: Platform;
+  /**
+   * The layer's `toc.digest` annotation, when the caller has it from the
+   * image's manifest already: the manifest is then not fetched and the TOC
+   * must match this digest.
+   */
+  tocDigest?: string;
 }
+
+/**
+ * Bytes read from the end of a blob in the first request: the footer and,
+ * for a layer of up to about 10,000 files (some 50 compressed TOC bytes
+ * each), the whole TOC, so that opening a layer takes one round trip.
+ */
+export const TOC_TAIL_BYTES = 512 * 1024;
 
 export interface RemoteLayer {
   index: LayerIndex;
   blob: RemoteBlob;
-  descriptor: Descriptor;
   tocDigest: string;
-  /** Digest of the image manifest that lists the layer. */
-  manifestDigest: string;
+  /** Digest of the image manifest that lists the layer (not fetched when the TOC digest was given). */
+  manifestDigest?: string;
   /** Whether the TOC was checked against the annotation (false only for an unannotated layer with verifyTocDigest false). */
   verified: boolean;
 }
@@ -76,23 +91,15 @@ async function* candidateManifests(
 
 export async function openRemoteLayer(opts: OpenRemoteLayerOptions): Promise<RemoteLayer> {
   const { client, ref, layerDigest } = opts;
-  const verify = opts.verifyTocDigest !== false;
   validateDigest(layerDigest);
-  const refText = formatReference(ref);
-  const label = opts.label ?? `${refText}@${layerDigest}`;
+  const label = opts.label ?? `${formatReference(ref)}@${layerDigest}`;
+  if (opts.tocDigest !== undefined) {
+    validateDigest(opts.tocDigest);
+    const { blob, tail } = await RemoteBlob.openTail(client, ref, layerDigest, TOC_TAIL_BYTES);
+    return indexLayer(blob, tail, opts.tocDigest, true, label);
+  }
 
-  let found: { descriptor: Descriptor; manifestDigest: string } | undefined;
-  for await (const { digest, manifest } of candidateManifests(client, ref, opts.platform ?? hostPlatform())) {
-    const descriptor = (manifest.layers ?? []).find((l) => l.digest === layerDigest);
-    if (descriptor) {
-      found = { descriptor, manifestDigest: digest };
-      break;
-    }
-  }
-  if (!found) {
-    throw new LazypullError('LAZYPULL_ERR_REGISTRY_NOT_FOUND', `${refText} has no layer ${layerDigest}`, { reference: refText, layer: layerDigest });
-  }
-  const { descriptor, manifestDigest } = found;
+  const { descriptor, manifestDigest } = await findLayerDescriptor(client, ref, layerDigest, opts.platform ?? hostPlatform());
   if (!isGzipLayer(descriptor.mediaType)) {
     throw new LazypullError(
       'LAZYPULL_ERR_NOT_ESTARGZ',
@@ -103,11 +110,30 @@ export async function openRemoteLayer(opts: OpenRemoteLayerOptions): Promise<Rem
   if (!Number.isSafeInteger(descriptor.size) || descriptor.size <= 0) {
     throw new LazypullError('LAZYPULL_ERR_MANIFEST_UNSUPPORTED', `${label}: layer descriptor has invalid size ${String(descriptor.size)}`, { layer: layerDigest });
   }
-
   const blob = new RemoteBlob(client, ref, layerDigest, descriptor.size);
-  const { toc, tocDigest, tocOffset } = await readBlobToc(blob, label);
+  const tailLength = Math.min(descriptor.size, TOC_TAIL_BYTES);
+  const tail = await blob.readAt(descriptor.size - tailLength, tailLength);
+  return { ...(await indexLayer(blob, tail, descriptor.annotations?.[TOC_DIGEST_ANNOTATION], opts.verifyTocDigest !== false, label)), manifestDigest };
+}
 
-  const expected = descriptor.annotations?.[TOC_DIGEST_ANNOTATION];
+async function findLayerDescriptor(
+  client: RegistryClient,
+  ref: ImageReference,
+  layerDigest: string,
+  platform: Platform,
+): Promise<{ descriptor: Descriptor; manifestDigest: string }> {
+  for await (const { digest, manifest } of candidateManifests(client, ref, platform)) {
+    const descriptor = (manifest.layers ?? []).find((l) => l.digest === layerDigest);
+    if (descriptor) return { descriptor, manifestDigest: digest };
+  }
+  const refText = formatReference(ref);
+  throw new LazypullError('LAZYPULL_ERR_REGISTRY_NOT_FOUND', `${refText} has no layer ${layerDigest}`, { reference: refText, layer: layerDigest });
+}
+
+/** Read the TOC (from the tail, or after it), check it against the expected digest, build the tree. */
+async function indexLayer(blob: RemoteBlob, tail: Buffer, expected: string | undefined, verify: boolean, label: string): Promise<RemoteLayer> {
+  const layerDigest = blob.digest;
+  const { toc, tocDigest, tocOffset } = await readBlobToc(blob, label, undefined, tail);
   if (expected === undefined && verify) {
     throw new LazypullError(
       'LAZYPULL_ERR_DIGEST_MISMATCH',
@@ -124,5 +150,5 @@ export async function openRemoteLayer(opts: OpenRemoteLayerOptions): Promise<Rem
     );
   }
   const index = new LayerIndex(toc, { tocOffset, label });
-  return { index, blob, descriptor, tocDigest, manifestDigest, verified: expected !== undefined };
+  return { index, blob, tocDigest, verified: expected !== undefined };
 }

@@ -233,47 +233,96 @@ export class RegistryClient {
     if (!Number.isSafeInteger(start) || !Number.isSafeInteger(endInclusive) || start < 0 || endInclusive < start) {
       throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `invalid byte range ${start}-${endInclusive}`, { start, endInclusive });
     }
-    const target = withDigest(repo, digest);
-    const op: Operation = { action: `GET blob range ${start}-${endInclusive}`, target };
-    const length = endInclusive - start + 1;
+    const op: Operation = { action: `GET blob range ${start}-${endInclusive}`, target: withDigest(repo, digest) };
+    return this.rangeGet(op, repo, digest, `bytes=${start}-${endInclusive}`, (res) => {
+      if (res.status === 200) return { skip: start, length: endInclusive - start + 1, result: (data) => data };
+      const sent = parseContentRange(res);
+      if (sent !== undefined && (sent.start !== start || sent.end !== endInclusive)) {
+        throw operationError(
+          op,
+          'LAZYPULL_ERR_REGISTRY_STATUS',
+          `server sent bytes ${sent.start}-${sent.end} of ${sent.total ?? '*'}` + (sent.end < endInclusive ? ' (range extends past the end of the blob)' : ''),
+          { status: 206 },
+        );
+      }
+      return { skip: 0, length: endInclusive - start + 1, result: (data) => data };
+    });
+  }
+
+  /**
+   * The last `length` bytes of a blob (all of it when it is shorter) and the
+   * blob's size, with one suffix-range request: for a reader that knows a
+   * blob's digest but not its size (the snapshotter, from containerd's labels).
+   */
+  async getBlobTail(repo: ImageReference, digest: string, length: number): Promise<{ data: Buffer; blobSize: number }> {
+    validateDigest(digest);
+    if (!Number.isSafeInteger(length) || length <= 0) {
+      throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `invalid tail length ${length}`, { length });
+    }
+    const op: Operation = { action: `GET blob tail (${length} bytes)`, target: withDigest(repo, digest) };
+    return this.rangeGet(op, repo, digest, `bytes=-${length}`, (res) => {
+      if (res.status === 200) {
+        // A server that ignores Range: the tail is the end of the whole body.
+        const blobSize = Number(headerValue(res.headers, 'content-length') ?? NaN);
+        if (!Number.isSafeInteger(blobSize)) {
+          throw operationError(op, 'LAZYPULL_ERR_REGISTRY_STATUS', 'server ignored the Range header and sent no Content-Length', { status: 200 });
+        }
+        const taken = Math.min(length, blobSize);
+        return { skip: blobSize - taken, length: taken, result: (data) => ({ data, blobSize }) };
+      }
+      const sent = parseContentRange(res);
+      if (sent?.total === undefined || sent.end !== sent.total - 1 || sent.end - sent.start + 1 !== Math.min(length, sent.total)) {
+        throw operationError(op, 'LAZYPULL_ERR_REGISTRY_STATUS', `server answered a suffix range with Content-Range "${headerValue(res.headers, 'content-range') ?? ''}"`, {
+          status: 206,
+        });
+      }
+      const blobSize = sent.total;
+      return { skip: 0, length: sent.end - sent.start + 1, result: (data) => ({ data, blobSize }) };
+    });
+  }
+
+  /**
+   * One Range GET: `plan` looks at the response (206, or 200 from a server
+   * that ignores Range) and says which bytes of the body are wanted.
+   */
+  private async rangeGet<T>(
+    op: Operation,
+    repo: ImageReference,
+    digest: string,
+    range: string,
+    plan: (res: HttpResponse) => { skip: number; length: number; result: (data: Buffer) => T },
+  ): Promise<T> {
     const maxAttempts = 2;
     // Connection failures before the response are retried by the transport; a body cut off midway is retried here once.
     for (let attempt = 1; ; attempt++) {
       const res = await this.session.exchange(op, [repositoryScope(repo.repository, ['pull'])], {
         method: 'GET',
         url: this.session.url(repo.registry, `/v2/${repo.repository}/blobs/${digest}`),
-        headers: { range: `bytes=${start}-${endInclusive}` },
+        headers: { range },
         response: 'stream',
       });
       if ((res.status !== 206 && res.status !== 200) || res.stream === undefined) {
         discard(res.stream);
+        // A 416 says the size: `Content-Range: bytes */SIZE`.
         const total = /\/(\d+)$/.exec(headerValue(res.headers, 'content-range') ?? '')?.[1];
         throw this.session.fail(op, res, res.status === 416 && total !== undefined ? `blob is ${total} bytes` : undefined);
       }
-      let skip = 0;
-      if (res.status === 206) {
-        const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(headerValue(res.headers, 'content-range') ?? '');
-        if (m !== null && (Number(m[1]) !== start || Number(m[2]) !== endInclusive)) {
-          discard(res.stream);
-          throw operationError(
-            op,
-            'LAZYPULL_ERR_REGISTRY_STATUS',
-            `server sent bytes ${m[1]}-${m[2]} of ${m[3]}` + (Number(m[2]) < endInclusive ? ' (range extends past the end of the blob)' : ''),
-            { status: 206 },
-          );
-        }
-      } else {
-        skip = start;
+      let wanted: ReturnType<typeof plan>;
+      try {
+        wanted = plan(res);
+      } catch (error) {
+        discard(res.stream);
+        throw error;
       }
       try {
-        const { data, received } = await readSlice(res.stream, skip, length, res.status === 206);
-        if (received !== length) {
-          throw operationError(op, 'LAZYPULL_ERR_REGISTRY_STATUS', `received ${received} bytes, expected ${length}`, {
+        const { data, received } = await readSlice(res.stream, wanted.skip, wanted.length, res.status === 206);
+        if (received !== wanted.length) {
+          throw operationError(op, 'LAZYPULL_ERR_REGISTRY_STATUS', `received ${received} bytes, expected ${wanted.length}`, {
             status: res.status,
             received,
           });
         }
-        return data;
+        return wanted.result(data);
       } catch (error) {
         if (error instanceof LazypullError) throw error;
         if (attempt >= maxAttempts) throw networkError(op, error, attempt, res.url);
@@ -294,6 +343,13 @@ export class RegistryClient {
   async close(): Promise<void> {
     await this.session.close();
   }
+}
+
+/** A 206's `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`). */
+function parseContentRange(res: HttpResponse): { start: number; end: number; total?: number } | undefined {
+  const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(headerValue(res.headers, 'content-range') ?? '');
+  if (m === null) return undefined;
+  return { start: Number(m[1]), end: Number(m[2]), ...(m[3] === '*' ? {} : { total: Number(m[3]) }) };
 }
 
 /**

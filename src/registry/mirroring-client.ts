@@ -66,6 +66,10 @@ export class MirroringRegistryClient extends RegistryClient {
     return this.tryEndpoints(repo, 'pull', digest, (at) => super.getBlobRange(at, digest, start, endInclusive));
   }
 
+  override getBlobTail(repo: ImageReference, digest: string, length: number): Promise<{ data: Buffer; blobSize: number }> {
+    return this.tryEndpoints(repo, 'pull', digest, (at) => super.getBlobTail(at, digest, length));
+  }
+
   override blobExists(repo: ImageReference, digest: string): Promise<boolean> {
     return this.tryEndpoints(repo, 'pull', digest, (at) => super.blobExists(at, digest));
   }

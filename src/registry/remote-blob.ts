@@ -14,9 +14,21 @@ export class RemoteBlob implements BlobReader {
     private readonly client: RegistryClient,
     private readonly repo: ImageReference,
     readonly digest: string,
-    /** From the layer descriptor; ranges are checked against it. */
+    /** From the layer descriptor (or the registry's answer to a suffix range); ranges are checked against it. */
     readonly size: number,
   ) {}
+
+  /**
+   * A blob known only by digest: its last `tailLength` bytes (fewer when it
+   * is shorter) and its size, in one suffix-range request.
+   */
+  static async openTail(client: RegistryClient, repo: ImageReference, digest: string, tailLength: number): Promise<{ blob: RemoteBlob; tail: Buffer }> {
+    const { data, blobSize } = await client.getBlobTail(repo, digest, tailLength);
+    const blob = new RemoteBlob(client, repo, digest, blobSize);
+    blob.requests++;
+    blob.bytesFetched += data.length;
+    return { blob, tail: data };
+  }
 
   async readAt(offset: number, length: number): Promise<Buffer> {
     if (length === 0) return Buffer.alloc(0);

@@ -19,6 +19,7 @@ import type { Logger } from '../util/json-log';
 import type { RemoteLayerSource } from './metadata-store';
 import type { RemoteLayers } from './snapshotter';
 import { isProcessAlive as alive } from '../util/process-alive';
+import { trace } from '../util/trace';
 
 /** Labels that say which layer to mount: CRI's, and the ones `lazypull pull` sets. */
 export const LABEL_CRI_IMAGE_REF = 'containerd.io/snapshot/cri.image-ref';
@@ -61,6 +62,7 @@ function mountArgv(f: MountFlags): string[] {
   if (f.backgroundFetch === false) argv.push('--no-background-fetch');
   if (f.prefetch === false) argv.push('--no-prefetch');
   if (f.verify === false) argv.push('--no-verify');
+  if (f.tocDigest) argv.push('--toc-digest', f.tocDigest);
   if (f.hostsDir) argv.push('--hosts-dir', f.hostsDir);
   if (f.plainHttp) argv.push('--plain-http');
   return argv;
@@ -93,6 +95,7 @@ export class FuseProcessLayers implements RemoteLayers {
   async mount(labels: Record<string, string>, mountpoint: string, opts: { ahead?: boolean } = {}): Promise<RemoteLayerSource | undefined> {
     const layer = layerFromLabels(labels);
     if (!layer) return undefined;
+    trace('snapshotter.mount-start');
     const tocDigest = labels[TOC_DIGEST_ANNOTATION];
     // Without the annotation the TOC cannot be verified: let containerd pull the layer instead.
     // (A layer mounted ahead has no labels yet; its server checks the manifest's annotation itself.)
@@ -101,6 +104,7 @@ export class FuseProcessLayers implements RemoteLayers {
       return undefined;
     }
     if (!(await this.spawnServer({ ...layer, tocDigest }, mountpoint))) return undefined;
+    trace('snapshotter.mounted');
     // The TOC digest the server verified, for restarts and for matching a later Prepare.
     const verified = await readMountStatus(this.opts.stateDir, mountpoint).then((st) => st.tocDigest, () => tocDigest);
     return { ...layer, tocDigest: verified ?? tocDigest };
@@ -156,6 +160,7 @@ export class FuseProcessLayers implements RemoteLayers {
       backgroundFetch: o.backgroundFetch,
       prefetch: o.prefetch,
       verify: o.requireTocDigest || source.tocDigest !== undefined,
+      tocDigest: source.tocDigest,
       hostsDir: o.hostsDir,
       plainHttp: o.plainHttpRegistries.includes(parseReference(source.imageRef).registry),
     };
@@ -202,7 +207,6 @@ export class FuseProcessLayers implements RemoteLayers {
       closeSync(logFd);
       child.unref();
     }
-    this.ensureStandby();
     return child;
   }
 
@@ -219,10 +223,15 @@ export class FuseProcessLayers implements RemoteLayers {
     child.once('error', () => {
       exited = true;
     });
-    const deadline = Date.now() + (this.opts.mountTimeoutMs ?? 60_000);
-    while (!exited && Date.now() < deadline) {
-      if (await this.served(mountpoint)) return true;
-      await new Promise((r) => setTimeout(r, 10));
+    // The next standby starts once this mount is up: on a small node its start-up would slow this one down.
+    try {
+      const deadline = Date.now() + (this.opts.mountTimeoutMs ?? 60_000);
+      while (!exited && Date.now() < deadline) {
+        if (await this.served(mountpoint)) return true;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    } finally {
+      this.ensureStandby();
     }
     if (!exited) {
       log({ level: 'warn', event: 'remote_mount_timeout', layer: source.layerDigest, mountpoint, pid: child.pid });

@@ -9,6 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { SnapshotError } from './snapshot-errors';
 import type { Mount, SnapshotInfo, Snapshotter } from './snapshotter';
+import { trace } from '../util/trace';
 
 /** proto/ at the package root (this file runs from dist/src/snapshotter). */
 export const PROTO_DIR = join(__dirname, '..', '..', '..', 'proto');
@@ -53,7 +54,11 @@ export type Observe = (method: string, code: string, seconds: number) => void;
 function unary<Req, Res>(method: string, log: Log, observe: Observe, handler: (req: Req) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
     const started = process.hrtime.bigint();
-    const done = (code: string): void => observe(method, code, Number(process.hrtime.bigint() - started) / 1e9);
+    trace(`snapshotter.${method}`);
+    const done = (code: string): void => {
+      trace(`snapshotter.${method}.${code}`);
+      observe(method, code, Number(process.hrtime.bigint() - started) / 1e9);
+    };
     Promise.resolve()
       .then(() => handler(call.request))
       .then((res) => {
