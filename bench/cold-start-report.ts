@@ -1,6 +1,8 @@
 /** The cold-start benchmark's results as terminal lines and as its section of docs/benchmarks.md. */
 import { cpus } from 'node:os';
+import { median } from './bench-util';
 import type { ColdStartResults, ColdStartRun } from './cold-start';
+import { STARTUP_PHASES } from './startup-phases';
 
 const TARGET_RATIO = 0.07;
 const mb = (bytes: number): string => (bytes / 1e6).toFixed(1);
@@ -73,6 +75,11 @@ ${table(HEADER, rows(r))}
 
 **lazypull / full pull: ${r.ratio.toFixed(3)}** (time to first output; lower is better; the target is ≤ ${TARGET_RATIO}).
 
+Where a lazy start spends its time (median seconds since the pull began, from the \`LAZYPULL_TRACE\` timestamps of the pull CLI,
+the snapshotter and its layer servers):
+
+${phaseTable(r)}
+
 - Every run starts from an empty node: a new containerd root, and for lazypull a new \`lazypull snapshotter\` daemon with an
   empty chunk cache, background fetch off (so "fetched" is what start-up needed: the prefetched start-up files plus what
   the container read). Starting the daemons is not timed.
@@ -89,4 +96,17 @@ Reproduce: \`npm run build && node dist/bench/run.js cold-start\` (as root; \`LA
 The root filesystem is built once with \`debootstrap --variant=minbase bookworm\` + \`chroot … apt-get install python3\`
 and cached as \`$TMPDIR/lazypull-bench-cache/cold-start/rootfs.tar.gz\` (\`LAZYPULL_BENCH_CACHE\` moves the cache).
 `;
+}
+
+/** Median time of each start-up phase over the lazy runs. */
+function phaseTable(r: ColdStartResults): string {
+  const lazies = r.runs.filter((run) => run.phases !== undefined);
+  const phases = [...STARTUP_PHASES, { event: 'pull exited', label: '`lazypull pull` exited; `ctr run` starts' }, { event: 'first output', label: 'the container printed its first byte' }];
+  const rows = phases
+    .map(({ event, label }) => {
+      const values = lazies.map((run) => run.phases![event]).filter((v): v is number => v !== undefined);
+      return values.length === 0 ? undefined : [label, `\`${event}\``, median(values).toFixed(3)];
+    })
+    .filter((row): row is string[] => row !== undefined);
+  return table(['phase', 'trace event', 's'], rows);
 }

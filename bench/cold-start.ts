@@ -13,25 +13,23 @@
  * and stops everything afterwards: daemons, layer servers, mounts.
  */
 import { execFile, spawn } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { measureFetched, type FetchFacts, type PulledLayerFacts } from '../src/demo/fetched-share';
-import { leftoverLayerServers, requireFuse, sweepLayerServers } from '../src/demo/layer-servers';
+import { leftoverLayerServers, sweepLayerServers } from '../src/demo/layer-servers';
 import { readBlobToc } from '../src/format/toc-reader';
 import { OciLayout } from '../src/image/oci-layout';
-import { RegistryRepository } from '../src/image/registry-repository';
 import { layerFromFile, writeImage } from '../src/image/write-image';
-import { RegistryClient } from '../src/registry/client';
 import { parseReference } from '../src/registry/reference';
 import { RemoteBlob } from '../src/registry/remote-blob';
 import { startContainerd, type Containerd } from '../src/sandbox/local-containerd';
 import { startLocalRegistry, type LocalRegistry } from '../src/sandbox/local-registry';
 import { startLocalSnapshotter, type LocalSnapshotter } from '../src/sandbox/local-snapshotter';
-import { requireBinary, requireRoot } from '../src/sandbox/prerequisites';
+import { benchRegistryClient, convertWithCli, median, nodeBenchmarkMissing, pushImage, settle, withWorkDir, type Stops } from './bench-util';
 import { LAZYPULL_CLI } from './lazypull-convert';
 import { ensurePythonRootfs, prioritizedFiles, PYTHON_COMMAND, PYTHON_OUTPUT, type PythonRootfs } from './python-rootfs';
+import { startupPhases } from './startup-phases';
 import { toolVersion } from './tool-version';
 
 const execFileP = promisify(execFile);
@@ -49,6 +47,8 @@ export interface ColdStartRun {
   output: string;
   /** Lazy runs: how each layer got into containerd, and what was fetched. */
   layerModes?: string[];
+  /** Lazy runs: seconds from the start of the pull to each start-up phase (see startup-phases.ts). */
+  phases?: Record<string, number>;
   fetched?: FetchFacts;
 }
 
@@ -76,31 +76,6 @@ export interface ColdStartResults {
   /** lazy / full median time to first output: lower is better. */
   ratio: number;
   versions: Record<string, string>;
-}
-
-export function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
-
-/** Things to stop, last started first; also on SIGINT/SIGTERM. */
-class Stops {
-  private readonly steps: Array<() => Promise<unknown>> = [];
-  add(step: () => Promise<unknown>): void {
-    this.steps.push(step);
-  }
-  async run(): Promise<void> {
-    for (let step = this.steps.pop(); step !== undefined; step = this.steps.pop()) await step().catch(() => undefined);
-  }
-}
-
-/**
- * Write back what earlier runs left dirty (a full pull writes the image twice: content and unpacked snapshot),
- * so it does not land on the next measurement.
- */
-async function settle(): Promise<void> {
-  await execFileP('sync');
 }
 
 /** `ctr run` of the python command: when the first output arrived and when ctr exited, in seconds since `start`. */
@@ -133,33 +108,19 @@ async function prepareImages(work: string, registry: LocalRegistry, rootfs: Pyth
   await writeImage(new OciLayout(layout, 'v1'), [layer], { cmd: PYTHON_COMMAND });
   const plainRef = `${registry.host}/bench/python:gzip`;
   const estargzRef = `${registry.host}/bench/python:esgz`;
-  const client = new RegistryClient({ plainHttp: true, dockerConfigPath: join(work, 'no-docker-config.json') });
-  try {
-    log(`pushing the plain gzip image ${plainRef}`);
-    await writeImage(new RegistryRepository(client, parseReference(plainRef)), [layer], { cmd: PYTHON_COMMAND });
-  } finally {
-    await client.close();
-  }
-  const listPath = join(work, 'startup-files.txt');
+  log(`pushing the plain gzip image ${plainRef}`);
+  await pushImage(work, plainRef, [layer], { cmd: PYTHON_COMMAND });
   const prioritized = prioritizedFiles(rootfs);
-  await writeFile(listPath, `${prioritized.join('\n')}\n`);
   log(`lazypull convert ${estargzRef} --prioritize (${prioritized.length} start-up paths, ${rootfs.startupFilesFrom}) ...`);
-  const started = process.hrtime.bigint();
-  const { stdout } = await execFileP(process.execPath, [LAZYPULL_CLI, 'convert', `oci:${layout}:v1`, estargzRef, '--plain-http', '--prioritize', listPath, '--json'], {
-    maxBuffer: 16 << 20,
-    timeout: 20 * 60_000,
-  });
-  const convertSeconds = Number(process.hrtime.bigint() - started) / 1e9;
-  const converted = JSON.parse(stdout) as { manifests?: Array<{ layers: Array<{ digest: string; size: number }> }> };
-  const layers = converted.manifests?.[0]?.layers ?? [];
-  const estargzBytes = layers.reduce((n, l) => n + l.size, 0);
-  const tocBytes = await tocFetchBytes(work, estargzRef, layers);
-  return { rootfs, plainRef, estargzRef, plainBytes: layer.size, estargzBytes, tocBytes, convertSeconds };
+  const converted = await convertWithCli(work, `oci:${layout}:v1`, estargzRef, prioritized);
+  const estargzBytes = converted.layers.reduce((n, l) => n + l.size, 0);
+  const tocBytes = await tocFetchBytes(work, estargzRef, converted.layers);
+  return { rootfs, plainRef, estargzRef, plainBytes: layer.size, estargzBytes, tocBytes, convertSeconds: converted.seconds };
 }
 
 /** Bytes a mount reads to know a layer's files: footer and TOC, by Range GETs, summed over the layers. */
 async function tocFetchBytes(work: string, ref: string, layers: Array<{ digest: string; size: number }>): Promise<number> {
-  const client = new RegistryClient({ plainHttp: true, dockerConfigPath: join(work, 'no-docker-config.json') });
+  const client = benchRegistryClient(work);
   try {
     let bytes = 0;
     for (const l of layers) {
@@ -200,10 +161,14 @@ async function lazyRun(work: string, image: ColdStartImage, registryHost: string
   };
   stops.add(stopAll);
   try {
+    // The daemon, its layer servers and the pull CLI write their phase timestamps here.
+    const traceFile = join(dir, 'startup-trace.log');
+    process.env.LAZYPULL_TRACE = traceFile;
     snapshotter = await startLocalSnapshotter({ dir, plainHttpRegistries: [registryHost], backgroundFetch: false });
     containerd = await startContainerd({ parentDir: work, proxySnapshotters: { [SNAPSHOTTER]: snapshotter.socket } });
     await settle();
     const start = process.hrtime.bigint();
+    const startEpochMs = performance.timeOrigin + performance.now();
     // `lazypull pull` as a user runs it: the CLI process, Node start-up included.
     const { stdout } = await execFileP(
       process.execPath,
@@ -221,6 +186,7 @@ async function lazyRun(work: string, image: ColdStartImage, registryHost: string
     const pulled = JSON.parse(stdout) as { layers: PulledLayerFacts[] };
     const layers = pulled.layers.map((l) => ({ digest: l.digest, size: l.size, mode: l.mode }));
     const fetched = await measureFetched(snapshotter, layers, ranUntil);
+    const phases = { ...(await startupPhases(traceFile, startEpochMs)), 'pull exited': pullSeconds, 'first output': ran.firstOutput };
     return {
       mode: 'lazy',
       repetition,
@@ -230,8 +196,10 @@ async function lazyRun(work: string, image: ColdStartImage, registryHost: string
       output: ran.stdout,
       layerModes: layers.map((l) => l.mode),
       fetched,
+      phases,
     };
   } finally {
+    delete process.env.LAZYPULL_TRACE;
     await stopAll();
     const left = await leftoverLayerServers(dir);
     if (left.processes.length + left.mounts.length > 0) throw new Error(`layer servers left after stopping the snapshotter: ${JSON.stringify(left)}`);
@@ -240,14 +208,7 @@ async function lazyRun(work: string, image: ColdStartImage, registryHost: string
 
 
 export function coldStartAvailable(): string | undefined {
-  try {
-    requireRoot('the cold-start benchmark');
-    for (const [bin, pkg] of [['containerd', 'containerd'], ['ctr', 'containerd'], ['runc', 'runc'], ['docker-registry', 'docker-registry']]) requireBinary(bin!, pkg!);
-    requireFuse();
-    return undefined;
-  } catch (err) {
-    return (err as Error).message;
-  }
+  return nodeBenchmarkMissing('the cold-start benchmark', [['containerd', 'containerd'], ['ctr', 'containerd'], ['runc', 'runc'], ['docker-registry', 'docker-registry']]);
 }
 
 export async function benchColdStart(log: (line: string) => void): Promise<ColdStartResults> {
@@ -255,18 +216,7 @@ export async function benchColdStart(log: (line: string) => void): Promise<ColdS
   const rootfs = await ensurePythonRootfs(log);
   if (rootfs.source === 'synthetic') log(`NOTE: ${rootfs.description}`);
   log(`image: ${rootfs.description}: ${(rootfs.tarSize / 1e6).toFixed(1)} MB unpacked, ${(rootfs.gzSize / 1e6).toFixed(1)} MB gzip`);
-  const work = await mkdtemp(join(tmpdir(), 'lzp-bench-cold-'));
-  const stops = new Stops();
-  const onSignal = (signal: NodeJS.Signals): void => {
-    log(`${signal}: stopping containerd, the snapshotter, its layer servers and the registry`);
-    void stops
-      .run()
-      .then(() => rm(work, { recursive: true, force: true }))
-      .finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  try {
+  return withWorkDir('lzp-bench-cold-', log, async (work, stops) => {
     const registry = await startLocalRegistry({ parentDir: work });
     stops.add(() => registry.stop());
     const image = await prepareImages(work, registry, rootfs, log);
@@ -304,10 +254,5 @@ export async function benchColdStart(log: (line: string) => void): Promise<ColdS
       ratio: lazyFirst / fullFirst,
       versions: { containerd: await toolVersion('containerd', ['--version']), runc: await toolVersion('runc', ['--version']) },
     };
-  } finally {
-    await stops.run();
-    await rm(work, { recursive: true, force: true });
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  }
+  });
 }

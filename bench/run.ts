@@ -2,10 +2,12 @@
  * `npm run bench`: eStargz conversion throughput of lazypull against the
  * reference converter on a realistic 200+ MB layer, plus the gzip codec
  * micro-benchmark, then the headline cold-start benchmark (time to a
- * container's first output, lazypull against a full pull). Prints tables and
- * rewrites each benchmark's section of docs/benchmarks.md.
+ * container's first output, lazypull against a full pull), then the rollout
+ * benchmark (N replicas updated by the controller: in place + lazypull, in
+ * place + overlayfs, recreate + overlayfs). Prints tables and rewrites each
+ * benchmark's section of docs/benchmarks.md.
  *
- * `node dist/bench/run.js [convert] [cold-start]` runs only those.
+ * `node dist/bench/run.js [convert] [cold-start] [rollout]` runs only those.
  */
 import { ensureBenchLayer, layerSample } from './bench-layer';
 import { BENCHMARKS_DOC, updateBenchmarksDoc } from './benchmarks-doc';
@@ -15,6 +17,8 @@ import { benchCtrRemote, ctrRemoteAvailable } from './ctr-remote-convert';
 import { benchCodecs } from './gzip-micro';
 import { benchLazypull, lazypullAvailable } from './lazypull-convert';
 import { BenchResults, ConvertRow, renderMarkdown, renderTerminal } from './report';
+import { benchRollout, rolloutAvailable } from './rollout';
+import { renderRolloutMarkdown, renderRolloutTerminal } from './rollout-report';
 import { toolVersion } from './tool-version';
 
 const LEVELS = [9, 6];
@@ -38,7 +42,7 @@ async function fastest<T extends { level: number; wallSec: number }>(repeat: num
   return bestRows;
 }
 
-const SUITES = ['convert', 'cold-start'] as const;
+const SUITES = ['convert', 'cold-start', 'rollout'] as const;
 type Suite = (typeof SUITES)[number];
 
 async function convertSuite(): Promise<void> {
@@ -92,15 +96,24 @@ async function coldStartSuite(): Promise<void> {
   log(`wrote the cold-start section of ${BENCHMARKS_DOC}`);
 }
 
+async function rolloutSuite(): Promise<void> {
+  const missing = rolloutAvailable();
+  if (missing !== undefined) throw new Error(`rollout benchmark not run: ${missing}`);
+  log('rollout: apply -> all replicas updated and ready, in place + lazypull vs in place / recreate + overlayfs ...');
+  const results = await benchRollout(log);
+  process.stdout.write(renderRolloutTerminal(results) + '\n');
+  await updateBenchmarksDoc('rollout', renderRolloutMarkdown(results));
+  log(`wrote the rollout section of ${BENCHMARKS_DOC}`);
+}
+
+const RUNNERS: Record<Suite, () => Promise<void>> = { convert: convertSuite, 'cold-start': coldStartSuite, rollout: rolloutSuite };
+
 async function main(): Promise<void> {
   const asked = process.argv.slice(2);
   const unknown = asked.filter((a) => !(SUITES as readonly string[]).includes(a));
   if (unknown.length > 0) throw new Error(`unknown benchmark ${unknown.join(', ')}: choose from ${SUITES.join(', ')}`);
   const suites: Suite[] = asked.length > 0 ? SUITES.filter((s) => asked.includes(s)) : [...SUITES];
-  for (const suite of suites) {
-    if (suite === 'convert') await convertSuite();
-    else await coldStartSuite();
-  }
+  for (const suite of suites) await RUNNERS[suite]();
 }
 
 main().catch((err: unknown) => {

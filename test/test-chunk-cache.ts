@@ -121,21 +121,47 @@ describe('chunk caches', () => {
       const items = Array.from({ length: 4 }, () => chunk(1500));
       for (const i of items) await first.put(i.digest, i.data);
       const hex = digestHex(items[0]!.digest);
+      // A crash's leftover (old) and another process's write in progress (new).
       const temp = join(dir, 'sha256', hex.slice(0, 2), `.${hex}.tmp-1-deadbeef`);
       await fs.writeFile(temp, 'partial');
+      const longAgo = (Date.now() - 2 * 3600_000) / 1000;
+      await fs.utimes(temp, longAgo, longAgo);
+      const inProgress = join(dir, 'sha256', hex.slice(0, 2), `.${hex}.tmp-2-cafebabe`);
+      await fs.writeFile(inProgress, 'being written');
       await fs.writeFile(join(dir, 'sha256', 'README'), 'not a chunk');
 
       const second = await DiskChunkCache.open(dir, 1 << 20);
+      await second.ready();
       assert.deepEqual(second.usage(), { bytes: 6000, entries: 4 });
+      await fs.access(inProgress);
       for (const i of items) {
         assert.equal(second.has(i.digest), true);
         assert.deepEqual(await second.get(i.digest), i.data);
       }
       await assert.rejects(fs.access(temp));
 
+      await fs.rm(inProgress);
       const smaller = await DiskChunkCache.open(dir, 3000);
+      await smaller.ready();
       assert.deepEqual(smaller.usage(), { bytes: 3000, entries: 2 });
       assert.equal((await listFiles(dir)).filter((f) => !f.endsWith('README')).length, 2);
+    });
+
+    it('opens without waiting for the listing of what is on disk: chunks are found before it is done', async () => {
+      const first = await DiskChunkCache.open(dir, 1 << 30);
+      const items = Array.from({ length: 300 }, () => chunk(100));
+      await Promise.all(items.map((i) => first.put(i.digest, i.data)));
+
+      const second = await DiskChunkCache.open(dir, 1 << 30);
+      assert.equal(second.usage().entries, 0, 'nothing listed yet when open returns');
+      assert.equal(second.has(items[7]!.digest), true);
+      assert.deepEqual(await second.get(items[42]!.digest), items[42]!.data);
+      assert.equal(second.has(chunk(10).digest), false);
+      assert.equal(second.usage().entries, 2, 'the two looked up are indexed');
+      const fresh = chunk(100);
+      await second.put(fresh.digest, fresh.data);
+      await second.ready();
+      assert.deepEqual(second.usage(), { bytes: 30100, entries: 301 }, 'each chunk counted once');
     });
 
     it('fails a write cleanly, indexing nothing', async () => {

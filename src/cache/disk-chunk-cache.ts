@@ -7,12 +7,18 @@
  * the directory on open, ordered by the files' access/modification times;
  * total size is kept under a limit by evicting the least recently used.
  *
+ * The rebuild runs in the background: a cache of thousands of chunks takes
+ * a good part of a second to list, and a mount must not wait for it. Until
+ * it is done, a chunk not indexed yet is looked up on disk directly, and
+ * nothing is evicted. Several processes share one directory, so only temp
+ * files old enough to be a crash's leftovers are removed.
+ *
  * Every read re-hashes the file: a chunk damaged on disk (bit rot, a crash
  * before the data reached the disk, someone editing the cache) is dropped
  * and reported as absent, never served.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { promises as fs, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { digestHex, type ChunkCache } from './chunk-cache';
 
@@ -20,6 +26,8 @@ const HEX64 = /^[0-9a-f]{64}$/;
 const HEX2 = /^[0-9a-f]{2}$/;
 /** File times are refreshed at most this often per entry, to carry LRU order across restarts cheaply. */
 const TOUCH_INTERVAL_MS = 60_000;
+/** A temp file older than this is a leftover of a crash, not another process's write in progress. */
+const STALE_TEMP_MS = 60 * 60_000;
 
 interface Entry {
   size: number;
@@ -40,6 +48,11 @@ export class DiskChunkCache implements ChunkCache {
   private bytes = 0;
   /** Entries found damaged on read and removed. */
   droppedCorrupt = 0;
+  /** The files on disk are all indexed (and the size limit applied). */
+  private indexed = false;
+  private indexing: Promise<void> = Promise.resolve();
+  /** Fan-out directories listed by lookups while the rebuild runs: name sets. */
+  private readonly listedDirs = new Map<string, Set<string>>();
 
   private constructor(
     readonly dir: string,
@@ -50,9 +63,48 @@ export class DiskChunkCache implements ChunkCache {
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) throw new RangeError(`maxBytes must be a byte count, got ${maxBytes}`);
     const cache = new DiskChunkCache(dir, maxBytes);
     await fs.mkdir(join(dir, 'sha256'), { recursive: true });
-    await cache.rebuild();
-    await cache.evict();
+    cache.indexing = cache.rebuild().finally(() => {
+      cache.indexed = true;
+      cache.listedDirs.clear();
+    });
+    // A listing that fails leaves lookups on disk working; ready() reports the failure.
+    cache.indexing.then(() => cache.evict(), () => undefined).catch(() => undefined);
     return cache;
+  }
+
+  /** Resolves once the chunks already on disk are indexed and the size limit is applied. */
+  async ready(): Promise<void> {
+    await this.indexing;
+    await this.evict();
+  }
+
+  /**
+   * Before the rebuild got to it: index a chunk file found on disk. Lookups
+   * are synchronous, so this lists the chunk's fan-out directory once (a
+   * reader asks about every chunk of its layer at start) and stats only hits.
+   */
+  private adopt(hex: string): Entry | undefined {
+    const subDir = join(this.dir, 'sha256', hex.slice(0, 2));
+    let names = this.listedDirs.get(subDir);
+    if (names === undefined) {
+      try {
+        names = new Set(readdirSync(subDir));
+      } catch {
+        names = new Set();
+      }
+      this.listedDirs.set(subDir, names);
+    }
+    if (!names.has(hex)) return undefined;
+    try {
+      const st = statSync(this.pathOf(hex));
+      if (!st.isFile()) return undefined;
+      const entry: Entry = { size: st.size, touchedAt: Math.max(st.atimeMs, st.mtimeMs) };
+      this.entries.set(hex, entry);
+      this.bytes += st.size;
+      return entry;
+    } catch {
+      return undefined;
+    }
   }
 
   private async rebuild(): Promise<void> {
@@ -71,8 +123,9 @@ export class DiskChunkCache implements ChunkCache {
       for (const name of names) {
         const path = join(subDir, name);
         if (name.startsWith('.')) {
-          // A temp file left by a crash mid-write.
-          await fs.rm(path, { force: true });
+          // A temp file left by a crash mid-write (a recent one is another process's write in progress).
+          const st = await fs.stat(path).catch(() => undefined);
+          if (st !== undefined && Date.now() - st.mtimeMs > STALE_TEMP_MS) await fs.rm(path, { force: true });
           continue;
         }
         if (!HEX64.test(name) || !name.startsWith(sub)) continue;
@@ -82,10 +135,16 @@ export class DiskChunkCache implements ChunkCache {
       }
     }
     found.sort((a, b) => a.time - b.time);
-    for (const f of found) {
-      this.entries.set(f.hex, { size: f.size, touchedAt: f.time });
-      this.bytes += f.size;
+    // Chunks written or looked up meanwhile are the most recently used: they go last.
+    const meanwhile = [...this.entries];
+    this.entries.clear();
+    for (const f of found) this.entries.set(f.hex, { size: f.size, touchedAt: f.time });
+    for (const [hex, entry] of meanwhile) {
+      this.entries.delete(hex);
+      this.entries.set(hex, entry);
     }
+    this.bytes = 0;
+    for (const entry of this.entries.values()) this.bytes += entry.size;
   }
 
   private pathOf(hex: string): string {
@@ -94,7 +153,8 @@ export class DiskChunkCache implements ChunkCache {
 
   has(digest: string): boolean {
     const m = /^sha256:([0-9a-f]{64})$/.exec(digest);
-    return m !== null && this.entries.has(m[1]!);
+    if (m === null) return false;
+    return this.entries.has(m[1]!) || (!this.indexed && this.adopt(m[1]!) !== undefined);
   }
 
   usage(): DiskCacheUsage {
@@ -103,7 +163,7 @@ export class DiskChunkCache implements ChunkCache {
 
   async get(digest: string): Promise<Buffer | undefined> {
     const hex = digestHex(digest);
-    const entry = this.entries.get(hex);
+    const entry = this.entries.get(hex) ?? (this.indexed ? undefined : this.adopt(hex));
     if (entry === undefined) return undefined;
     this.entries.delete(hex);
     this.entries.set(hex, entry);
@@ -176,6 +236,8 @@ export class DiskChunkCache implements ChunkCache {
   }
 
   private async evict(): Promise<void> {
+    // Until every file is indexed, the total is not known.
+    if (!this.indexed) return;
     const victims: string[] = [];
     for (const [hex, entry] of this.entries) {
       if (this.bytes <= this.maxBytes) break;

@@ -7,6 +7,8 @@
  * This process is the FUSE server: it never touches its own mount.
  * Events go to stderr as JSON lines; stdout gets one line once mounted.
  */
+import { readdirSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { DiskChunkCache } from '../cache/disk-chunk-cache';
 import { MemoryChunkCache } from '../cache/memory-chunk-cache';
 import { TieredChunkCache } from '../cache/tiered-chunk-cache';
@@ -86,6 +88,27 @@ async function readStandbyJob(): Promise<StandbyJob | undefined> {
   }
 }
 
+/**
+ * The snapshotter starts a standby server at the lowest priority; serving a
+ * mount is urgent. Linux keeps a nice value per thread (threads inherit it
+ * when created), so every thread of this process is set back.
+ */
+function restoreNormalPriority(): void {
+  let threads: string[];
+  try {
+    threads = readdirSync('/proc/self/task');
+  } catch {
+    threads = [String(process.pid)];
+  }
+  for (const tid of threads) {
+    try {
+      setPriority(Number(tid), 0);
+    } catch {
+      // Not root, or the thread is gone: leave it.
+    }
+  }
+}
+
 /** Warm up the layer-opening code in short rounds, so that a job arriving meanwhile waits for one round at most. */
 async function warmUpWhileWaiting(waiting: () => boolean): Promise<void> {
   for (let round = 0; round < 8 && waiting(); round++) {
@@ -114,6 +137,7 @@ export async function mountCommand(
     // No job and no parent: nothing was set up, and a handle (stdin held open
     // by another of the snapshotter's children) must not keep us alive.
     if (!job) process.exit(0);
+    restoreNormalPriority();
     trace('server.job');
     await mountCommand(job.ref, job.layerDigest, job.mountpoint, { ...job.flags, standby: false });
     return;

@@ -9,6 +9,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, promises as fs } from 'node:fs';
+import { setPriority } from 'node:os';
 import { join } from 'node:path';
 import type { MountFlags, StandbyJob } from '../cli/mount-command';
 import { cleanStaleMount, mountsAt } from '../fs/fuse-mount';
@@ -28,6 +29,9 @@ export const LABEL_IMAGE_REF = 'containerd.io/snapshot/lazypull.image-ref';
 export const LABEL_LAYER_DIGEST = 'containerd.io/snapshot/lazypull.layer-digest';
 /** CRI: digests of this layer and the ones after it, comma-separated (possibly cut short). */
 export const LABEL_CRI_IMAGE_LAYERS = 'containerd.io/snapshot/cri.image-layers';
+
+/** Niceness of a waiting standby layer server (the lowest priority). */
+const STANDBY_NICENESS = 19;
 
 export interface FuseProcessLayersOptions {
   /** The lazypull CLI entry point (dist/src/cli/main.js). */
@@ -185,6 +189,15 @@ export class FuseProcessLayers implements RemoteLayers {
     child.stdin!.on('error', () => undefined);
     (child.stdin as unknown as { unref?(): void }).unref?.();
     child.unref();
+    // Its start-up and warm-up must not take CPU from the mounts and containers starting meanwhile:
+    // it runs at the lowest priority until it gets a job (then it raises its own).
+    if (child.pid !== undefined) {
+      try {
+        setPriority(child.pid, STANDBY_NICENESS);
+      } catch {
+        // Not allowed to: it simply competes at normal priority.
+      }
+    }
     this.standby = child;
   }
 

@@ -1,0 +1,35 @@
+/**
+ * Where a lazy cold start spends its time: the LAZYPULL_TRACE lines the
+ * pull CLI, the snapshotter daemon and its layer servers wrote during one
+ * run, turned into "seconds since the pull began" per phase.
+ */
+import { readFile } from 'node:fs/promises';
+
+/** Trace events in the order a cold start passes them, with what they mean. */
+export const STARTUP_PHASES: Array<{ event: string; label: string }> = [
+  { event: 'pull.start', label: '`lazypull pull` running (Node.js start-up and module loading done)' },
+  { event: 'pull.resolved', label: 'manifest and config fetched, containerd connected' },
+  { event: 'snapshotter.Prepare', label: 'snapshotter got the first Prepare' },
+  { event: 'server.job', label: 'standby layer server took the mount' },
+  { event: 'server.toc-loaded', label: 'TOC fetched, verified and indexed' },
+  { event: 'server.mounted', label: 'FUSE mount up' },
+  { event: 'snapshotter.Prepare.ALREADY_EXISTS', label: 'remote snapshot committed (Prepare answered)' },
+  { event: 'pull.layers-done', label: 'every layer prepared' },
+];
+
+/** Seconds from `startEpochMs` to the first occurrence of each phase's event in the trace file. */
+export async function startupPhases(traceFile: string, startEpochMs: number): Promise<Record<string, number>> {
+  const text = await readFile(traceFile, 'utf8').catch(() => '');
+  const first = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const [time, , event] = line.split(' ');
+    if (event === undefined || first.has(event)) continue;
+    first.set(event, Number(time));
+  }
+  const out: Record<string, number> = {};
+  for (const { event } of STARTUP_PHASES) {
+    const at = first.get(event);
+    if (at !== undefined) out[event] = (at - startEpochMs) / 1000;
+  }
+  return out;
+}
