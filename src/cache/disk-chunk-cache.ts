@@ -35,6 +35,15 @@ interface Entry {
   touchedAt: number;
 }
 
+/** A directory's entry names; none when it cannot be listed. */
+function listNames(dir: string): Set<string> {
+  try {
+    return new Set(readdirSync(dir));
+  } catch {
+    return new Set();
+  }
+}
+
 export interface DiskCacheUsage {
   bytes: number;
   entries: number;
@@ -53,6 +62,7 @@ export class DiskChunkCache implements ChunkCache {
   private indexing: Promise<void> = Promise.resolve();
   /** Fan-out directories listed by lookups while the rebuild runs: name sets. */
   private readonly listedDirs = new Map<string, Set<string>>();
+  private fanOutDirs: Set<string> | undefined;
 
   private constructor(
     readonly dir: string,
@@ -66,6 +76,7 @@ export class DiskChunkCache implements ChunkCache {
     cache.indexing = cache.rebuild().finally(() => {
       cache.indexed = true;
       cache.listedDirs.clear();
+      cache.fanOutDirs = undefined;
     });
     // A listing that fails leaves lookups on disk working; ready() reports the failure.
     cache.indexing.then(() => cache.evict(), () => undefined).catch(() => undefined);
@@ -87,11 +98,9 @@ export class DiskChunkCache implements ChunkCache {
     const subDir = join(this.dir, 'sha256', hex.slice(0, 2));
     let names = this.listedDirs.get(subDir);
     if (names === undefined) {
-      try {
-        names = new Set(readdirSync(subDir));
-      } catch {
-        names = new Set();
-      }
+      // The fan-out directories that exist, listed once: a new cache has none, and a failing readdir is costly.
+      this.fanOutDirs ??= listNames(join(this.dir, 'sha256'));
+      names = this.fanOutDirs.has(hex.slice(0, 2)) ? listNames(subDir) : new Set<string>();
       this.listedDirs.set(subDir, names);
     }
     if (!names.has(hex)) return undefined;
