@@ -31,17 +31,21 @@ export async function demoCommand(flags: DemoFlags): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  let report: DemoReport;
+  let report: DemoReport | undefined;
   try {
     report = await runDemo(opts);
   } catch (err) {
     if (interrupted === undefined) throw err;
-    const outcome = teardown.failures.length > 0 ? `clean-up incomplete: ${teardown.failures.join('; ')}` : 'cleaned up';
-    process.stderr.write(`lazypull demo: interrupted, ${outcome}${flags.keep ? ' (the temp dir was kept)' : ''}\n`);
-    process.exit(EXIT_CODE_BY_SIGNAL[interrupted] ?? 1);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+  }
+  // Interrupted, even if the last step finished meanwhile: report it as the user asked.
+  if (interrupted !== undefined || report === undefined) {
+    await teardown.run();
+    const outcome = teardown.failures.length > 0 ? `clean-up incomplete: ${teardown.failures.join('; ')}` : 'cleaned up';
+    process.stderr.write(`lazypull demo: interrupted, ${outcome}${flags.keep ? ' (the temp dir was kept)' : ''}\n`);
+    process.exit(EXIT_CODE_BY_SIGNAL[interrupted ?? ''] ?? 1);
   }
   process.stdout.write(flags.json ? `${JSON.stringify(report)}\n` : `done in ${report.totalSeconds.toFixed(1)} s\n`);
 }
