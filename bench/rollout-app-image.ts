@@ -1,9 +1,10 @@
 /**
  * The rollout benchmark's app image, in two versions that differ only in
  * their top layer: the cold-start benchmark's Debian bookworm minbase +
- * python3 root filesystem as the base layer, and a small app layer on top
- * (/app/server.py, which marks itself ready and waits for SIGTERM, and
- * /app/VERSION). Both versions go to the loopback registry twice: as built
+ * python3 root filesystem as the base layer, and an app layer on top
+ * (/app/server.py, which marks itself ready and waits for SIGTERM,
+ * /app/VERSION and, by default, the app's vendored dependencies: see
+ * rollout-app-layer.ts). Both versions go to the loopback registry twice: as built
  * (plain gzip, for the overlayfs modes) and converted to eStargz by
  * `lazypull convert --prioritize` (python's start-up files and the app's).
  */
@@ -13,6 +14,7 @@ import { OciLayout } from '../src/image/oci-layout';
 import { packTar } from '../src/image/pack-tar';
 import { layerFromBuffers, layerFromFile, writeImage, type LayerBlob, type RunConfig } from '../src/image/write-image';
 import type { LocalRegistry } from '../src/sandbox/local-registry';
+import { appLayerKind, VENDOR_PYTHON_PATH, VENDOR_STARTUP_FILES, vendoredDependencies, type AppLayerKind, type VendoredDependencies } from './rollout-app-layer';
 import { convertWithCli, pushImage } from './bench-util';
 import { ensurePythonRootfs, prioritizedFiles, type PythonRootfs } from './python-rootfs';
 
@@ -35,16 +37,21 @@ export interface AppImages {
   estargzBaseBytes: number;
   gzipTopBytes: number;
   estargzTopBytes: number;
+  /** What the top layer holds besides the app's code, and its size unpacked. */
+  appLayer: AppLayerKind;
+  topTarBytes: number;
+  vendoredFiles: number;
   /** Start-up paths given to --prioritize. */
   prioritized: number;
   convertSeconds: number;
 }
 
 /** PID 1 in its container: without a SIGTERM handler it would ignore the stop signal until the kill timeout. */
-function serverScript(version: AppVersion): string {
+function serverScript(version: AppVersion, vendored: boolean): string {
   return [
     `# lazypull rollout benchmark app, ${version}`,
     'import signal, sys',
+    ...(vendored ? [`sys.path.insert(0, ${JSON.stringify(VENDOR_PYTHON_PATH)})`, 'import json  # a dependency, from the app\'s own layer'] : []),
     `VERSION = ${JSON.stringify(version)}`,
     'signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))',
     `with open(${JSON.stringify(READY_FILE)}, "w") as f:`,
@@ -56,13 +63,14 @@ function serverScript(version: AppVersion): string {
   ].join('\n');
 }
 
-async function appLayer(version: AppVersion): Promise<LayerBlob> {
+async function appLayer(version: AppVersion, vendor: VendoredDependencies | undefined): Promise<{ blob: LayerBlob; tarBytes: number }> {
   const tar = await packTar([
     { header: { name: 'app/', type: 'directory', mode: 0o755 } },
-    { header: { name: 'app/server.py', type: 'file', mode: 0o644 }, content: serverScript(version) },
+    { header: { name: 'app/server.py', type: 'file', mode: 0o644 }, content: serverScript(version, vendor !== undefined) },
     { header: { name: 'app/VERSION', type: 'file', mode: 0o644 }, content: `${version}\n` },
+    ...(vendor?.entries ?? []),
   ]);
-  return layerFromBuffers(gzipSync(tar), tar);
+  return { blob: layerFromBuffers(gzipSync(tar), tar), tarBytes: tar.length };
 }
 
 export async function prepareAppImages(work: string, registry: LocalRegistry, log: (line: string) => void): Promise<AppImages> {
@@ -71,15 +79,21 @@ export async function prepareAppImages(work: string, registry: LocalRegistry, lo
   const base = await layerFromFile(rootfs.layerPath);
   const run: RunConfig = { cmd: APP_COMMAND, workingDir: '/app' };
   const layout = join(work, 'app-oci');
-  const prioritized = [...prioritizedFiles(rootfs), ...APP_FILES];
+  const kind = appLayerKind();
+  const vendor = kind === 'vendored' ? await vendoredDependencies(rootfs.layerPath) : undefined;
+  if (vendor !== undefined) log(`app layer: code + ${vendor.files} vendored dependency files (${(vendor.bytes / 1e6).toFixed(1)} MB)`);
+  const prioritized = [...prioritizedFiles(rootfs), ...APP_FILES, ...(vendor !== undefined ? VENDOR_STARTUP_FILES : [])];
   const gzip = {} as Record<AppVersion, string>;
   const estargz = {} as Record<AppVersion, string>;
   const estargzLayers: Array<Array<{ digest: string; size: number }>> = [];
   let gzipTopBytes = 0;
+  let topTarBytes = 0;
   let convertSeconds = 0;
   for (const version of APP_VERSIONS) {
-    const top = await appLayer(version);
+    const built = await appLayer(version, vendor);
+    const top = built.blob;
     gzipTopBytes = top.size;
+    topTarBytes = built.tarBytes;
     await writeImage(new OciLayout(layout, version), [base, top], run);
     gzip[version] = `${registry.host}/bench/app:${version}-gzip`;
     estargz[version] = `${registry.host}/bench/app:${version}-esgz`;
@@ -102,6 +116,9 @@ export async function prepareAppImages(work: string, registry: LocalRegistry, lo
     estargzBaseBytes: v1Layers[0]!.size,
     gzipTopBytes,
     estargzTopBytes: v2Layers[1]!.size,
+    appLayer: kind,
+    topTarBytes,
+    vendoredFiles: vendor?.files ?? 0,
     prioritized: prioritized.length,
     convertSeconds,
   };

@@ -7,7 +7,7 @@
  * node is left.
  */
 import { execFile } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, cp, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { leftoverLayerServers, sweepLayerServers } from '../src/demo/layer-servers';
@@ -93,6 +93,8 @@ export async function startRolloutNode(parent: string, registry: LocalRegistry, 
     const keepLogs = async (dest: string, prefix: string): Promise<void> => {
       await mkdir(dest, { recursive: true });
       for (const [name, path] of Object.entries(logs)) if (path !== undefined) await copyFile(path, join(dest, `${prefix}-${name}.log`));
+      // The layer servers' own logs (prefetch, background fetch), one file each.
+      if (snapshotter !== undefined) await cp(join(snapshotter.root, 'logs'), join(dest, `${prefix}-layer-servers`), { recursive: true }).catch(() => undefined);
     };
     return { dir, env, snapshotter, controller, api: new Api(controller.url), keepLogs, stop };
   } catch (err) {

@@ -83,6 +83,17 @@ export function renderRolloutTerminal(r: RolloutResults): string {
   ].join('\n');
 }
 
+function topLayer(img: RolloutResults['images']): string {
+  const size = `${mb(img.topTarBytes)} MB unpacked, ${mb(img.gzipTopBytes)} MB gzip, ${mb(img.estargzTopBytes)} MB eStargz`;
+  if (img.appLayer === 'code-only') return `a top layer with only \`/app/server.py\` and \`/app/VERSION\` (${img.gzipTopBytes} B gzip, ${img.estargzTopBytes} B eStargz).`;
+  return (
+    `a top layer with the app's code (\`/app/server.py\`, \`/app/VERSION\`) and its vendored dependencies (${size}): ` +
+    `${img.vendoredFiles} files under \`/app/vendor/usr/\` copied from the base root filesystem (its Python modules, shared libraries and ` +
+    `message catalogues) as stand-ins for what \`pip install --target /app/vendor\` would put in an app's layer, so that the layer ` +
+    `that changes with every release is as large as a typical Python service's (\`LAZYPULL_BENCH_APP_LAYER=code-only\` runs the same benchmark with a code-only top layer).`
+  );
+}
+
 export function renderRolloutMarkdown(r: RolloutResults): string {
   const cpu = cpus();
   const img = r.images;
@@ -99,9 +110,9 @@ in turn in one run. Machine: ${cpu.length} cores (${cpu[0]?.model.trim() ?? 'unk
     .join(', ')}.
 ${synthetic}
 App image: base layer = the cold-start benchmark's root filesystem (${img.rootfs.description}, ${mb(img.rootfs.tarSize)} MB unpacked,
-${mb(img.gzipBaseBytes)} MB gzip, ${mb(img.estargzBaseBytes)} MB eStargz), plus a top layer with \`/app/server.py\` and \`/app/VERSION\`
-(${img.gzipTopBytes} B gzip, ${img.estargzTopBytes} B eStargz). v1 and v2 differ only in that top layer (the version string); the base
-layer is the same blob in both. Container: \`python3 /app/server.py\`, which writes its version to \`/tmp/ready\` and waits for SIGTERM;
+${mb(img.gzipBaseBytes)} MB gzip, ${mb(img.estargzBaseBytes)} MB eStargz), plus ${topLayer(img)}
+v1 and v2 differ only in that top layer (the version string in the app's code); the base
+layer is the same blob in both. Container: \`python3 /app/server.py\`, which ${img.appLayer === 'vendored' ? 'imports \`json\` from its vendored copy, ' : ''}writes its version to \`/tmp/ready\` and waits for SIGTERM;
 readiness probe \`exec: cat /tmp/ready\`, \`periodSeconds: 1\`. eStargz images: \`lazypull convert --prioritize\` with the
 ${img.prioritized} start-up paths (python3's, as in the cold-start benchmark, plus the app's files).
 
@@ -127,9 +138,8 @@ ${lazyFacts(r)}
 - Timed: from the start of \`lazypull rollout apply -f v2.yaml\` (the CLI process, Node start-up included) until the
   controller's HTTP API (what \`lazypull rollout status --json\` prints), polled every 100 ms, shows
   \`updatedReadyReplicas == readyReplicas == replicas\` at the new \`updateRevision\`, every pod ready.
-- Readiness is probed as a kubelet does: once as soon as the new container runs, then every \`periodSeconds\` (1 s). An app
-  that has not written its ready file by the first probe is seen ready one period later, so a wave takes up to a second
-  longer whenever one of its pods misses the first probe; with \`maxUnavailable: ${r.maxUnavailable}\` the next wave waits for it.
+- Readiness is probed as soon as the new container runs; until the container has been ready once, a failed probe is retried
+  after 0.1 s, doubling up to \`periodSeconds\` (1 s), then every period as a kubelet does (src/controller/readiness.ts).
 - The controller pre-warms: it pulls v2 through CRI \`PullImage\` before it touches the first pod. With overlayfs the base
   layer is already unpacked on the node (v1 uses it), so (b) and (c) download and unpack only the top layer, as a real node
   would; with lazypull the top layer is mounted lazily and the base layer's mount is shared with v1.

@@ -12,6 +12,8 @@
  * lazypull snapshotter with an empty cache, the controller), applies v1 and
  * waits until it serves (not timed), checks that v2 is not on the node, then
  * times the update. All nodes share one loopback registry.
+ * LAZYPULL_BENCH_ROLLOUT_MODES=a,c (labels or names) runs only those modes,
+ * for working on one of them; such a partial run does not update the docs.
  * LAZYPULL_BENCH_LOGS=DIR keeps each run's controller, containerd and
  * snapshotter logs there.
  */
@@ -87,6 +89,17 @@ export interface RolloutResults {
   lazyInPlaceRatio: number;
   overlayInPlaceRatio: number;
   versions: Record<string, string>;
+  /** Only some modes ran (LAZYPULL_BENCH_ROLLOUT_MODES): no ratios to publish. */
+  partial: boolean;
+}
+
+/** The modes LAZYPULL_BENCH_ROLLOUT_MODES asks for (all by default). */
+function modesToRun(): RolloutMode[] {
+  const asked = (process.env.LAZYPULL_BENCH_ROLLOUT_MODES ?? '').split(',').map((x) => x.trim()).filter((x) => x !== '');
+  if (asked.length === 0) return [...ROLLOUT_MODES];
+  const modes = ROLLOUT_MODES.filter((m) => asked.includes(m.name) || asked.includes(m.label.replace(/[()]/g, '')));
+  if (modes.length !== asked.length) throw new Error(`LAZYPULL_BENCH_ROLLOUT_MODES: choose from ${ROLLOUT_MODES.map((m) => `${m.label.replace(/[()]/g, '')} (${m.name})`).join(', ')}`);
+  return modes;
 }
 
 export function rolloutAvailable(): string | undefined {
@@ -232,6 +245,7 @@ function describeRun(mode: RolloutMode, r: RolloutRun): string {
 export async function benchRollout(log: (line: string) => void): Promise<RolloutResults> {
   const repeat = Math.max(1, Number(process.env.LAZYPULL_BENCH_REPEAT ?? '3'));
   const replicas = Math.max(1, Number(process.env.LAZYPULL_BENCH_REPLICAS ?? '6'));
+  const modes = modesToRun();
   return withWorkDir('lzp-bench-rollout-', log, async (work, stops) => {
     const registry = await startLocalRegistry({ parentDir: work });
     stops.add(() => registry.stop());
@@ -239,7 +253,7 @@ export async function benchRollout(log: (line: string) => void): Promise<Rollout
     log(`app images converted in ${app.convertSeconds.toFixed(1)} s; top layer ${app.gzipTopBytes} B gzip, ${app.estargzTopBytes} B eStargz`);
     const runs: RolloutRun[] = [];
     for (let i = 1; i <= repeat; i++) {
-      for (const mode of ROLLOUT_MODES) {
+      for (const mode of modes) {
         log(`#${i} ${mode.label} ${mode.title}: fresh node, ${replicas} replicas of v1 ...`);
         const node = await startRolloutNode(work, registry, mode.lazy);
         stops.add(() => node.stop());
@@ -271,6 +285,7 @@ export async function benchRollout(log: (line: string) => void): Promise<Rollout
       lazyInPlaceRatio: medians['inplace-lazypull'] / medians['recreate-overlayfs'],
       overlayInPlaceRatio: medians['inplace-overlayfs'] / medians['recreate-overlayfs'],
       versions: { containerd: await toolVersion('containerd', ['--version']), runc: await toolVersion('runc', ['--version']) },
+      partial: modes.length < ROLLOUT_MODES.length,
     };
   });
 }

@@ -6,6 +6,13 @@
  * `failureThreshold` consecutive failures; it starts unready. A container
  * without a probe is ready while it runs (decided by the caller).
  *
+ * One difference from a kubelet, on purpose: until a new container has been
+ * ready once, a failed probe is retried sooner (0.1 s, then doubling up to
+ * the period). An in-place restart is meant to be near-instant, and an app
+ * that needs 0.1 s to start would otherwise stay out of the ready set (and
+ * hold up the rollout's next wave) for a whole period. After the first
+ * success the probe runs every `periodSeconds`, exactly as specified.
+ *
  * The tracker knows nothing of CRI: it is given a function that runs a
  * command in a container and answers with the exit code.
  */
@@ -16,11 +23,15 @@ export type ProbeExec = (containerId: string, command: string[], timeoutSec: num
 
 /** The smallest period we run probes at, so a bad spec cannot busy-loop. */
 const MIN_PERIOD_MS = 100;
+/** First retry of a failed probe before the container was ever ready; doubles each time, up to the period. */
+export const FIRST_READY_RETRY_MS = 100;
 
 class ContainerProber {
   ready = false;
   private successes = 0;
   private failures = 0;
+  private everReady = false;
+  private nextRetryMs = FIRST_READY_RETRY_MS;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   /** The first run when it was due at once (a container seen long after its start). */
@@ -63,11 +74,18 @@ class ContainerProber {
       this.successes = 0;
       if (this.ready && this.failures >= Math.max(1, this.probe.failureThreshold || 3)) this.set(false);
     }
-    this.schedule(Math.max(MIN_PERIOD_MS, (this.probe.periodSeconds || 10) * 1000));
+    const periodMs = Math.max(MIN_PERIOD_MS, (this.probe.periodSeconds || 10) * 1000);
+    if (this.everReady || this.nextRetryMs >= periodMs) {
+      this.schedule(periodMs);
+    } else {
+      this.schedule(this.nextRetryMs);
+      this.nextRetryMs *= 2;
+    }
   }
 
   private set(ready: boolean): void {
     this.ready = ready;
+    if (ready) this.everReady = true;
     this.onChange();
   }
 

@@ -1,0 +1,75 @@
+/**
+ * Readiness probing: the schedule of probe runs before and after a
+ * container's first success, against a probe command whose exit code the
+ * test decides (no container needed: the tracker only sees exit codes).
+ */
+import { strict as assert } from 'node:assert';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { FIRST_READY_RETRY_MS, ReadinessTracker } from '../src/controller/readiness';
+import type { ExecProbe } from '../src/controller/types';
+
+function probe(periodSeconds: number, failureThreshold = 1): ExecProbe {
+  return { command: ['cat', '/tmp/ready'], initialDelaySeconds: 0, periodSeconds, timeoutSeconds: 1, successThreshold: 1, failureThreshold };
+}
+
+/** A probe target whose exit codes are scripted; it records when each run began. */
+function scriptedExec(exitCodes: (run: number) => number) {
+  const runs: number[] = [];
+  const exec = async (): Promise<number> => {
+    runs.push(Date.now());
+    return exitCodes(runs.length - 1);
+  };
+  return { runs, exec };
+}
+
+async function waitFor(condition: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await sleep(10);
+  }
+}
+
+describe('readiness probes', function () {
+  let tracker: ReadinessTracker | undefined;
+  afterEach(() => tracker?.close());
+
+  it('retries a failed probe sooner than the period until the container was ready once', async function () {
+    // Fails three times (the app is still starting), then passes.
+    const { runs, exec } = scriptedExec((run) => (run < 3 ? 1 : 0));
+    let changes = 0;
+    tracker = new ReadinessTracker(exec, () => changes++);
+    const started = Date.now();
+    assert.equal(await tracker.observe('c1', probe(5), started * 1e6), false, 'unready until a probe passed');
+    await waitFor(() => changes > 0, 4000);
+    assert.equal(await tracker.observe('c1', probe(5), started * 1e6), true);
+    assert.equal(runs.length, 4);
+    // Retries after 0.1, 0.2, 0.4 s: growing, and all far below the 5 s period.
+    const gaps = runs.slice(1).map((t, i) => t - runs[i]!);
+    assert.ok(gaps[0]! >= FIRST_READY_RETRY_MS - 5, `first retry after ${gaps[0]} ms`);
+    for (let i = 1; i < gaps.length; i++) assert.ok(gaps[i]! > gaps[i - 1]!, `retry gaps should grow: ${gaps.join(', ')}`);
+    assert.ok(gaps.every((g) => g < 5000 / 2), `retry gaps should stay below the period: ${gaps.join(', ')}`);
+  });
+
+  it('stops retrying early once the backoff reaches the period', async function () {
+    // Never passes: with a 0.3 s period the retries go 0.1, 0.2, then 0.3 s each.
+    const { runs, exec } = scriptedExec(() => 1);
+    tracker = new ReadinessTracker(exec);
+    await tracker.observe('c2', probe(0.3), Date.now() * 1e6);
+    await waitFor(() => runs.length >= 6, 4000);
+    const gaps = runs.slice(1).map((t, i) => t - runs[i]!);
+    assert.ok(gaps.slice(2).every((g) => g >= 290), `after the backoff, every gap is a period: ${gaps.join(', ')}`);
+  });
+
+  it('probes every period after the first success, also when the container turns unready', async function () {
+    // Passes once, then fails: the failure is seen one period later, and the next probe is a period after that.
+    const { runs, exec } = scriptedExec((run) => (run === 0 ? 0 : 1));
+    const readiness: boolean[] = [];
+    tracker = new ReadinessTracker(exec, () => readiness.push(true));
+    assert.equal(await tracker.observe('c3', probe(0.5), Date.now() * 1e6), true);
+    await waitFor(() => runs.length >= 3, 4000);
+    const gaps = runs.slice(1).map((t, i) => t - runs[i]!);
+    assert.ok(gaps.every((g) => g >= 490), `no fast retries once the container was ready: ${gaps.join(', ')}`);
+    assert.equal(await tracker.observe('c3', probe(0.5), 0), false, 'one failure with failureThreshold 1 makes it unready');
+  });
+});
