@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-export const SECTIONS = ['cold-start', 'rollout', 'conversion'] as const;
+export const SECTIONS = ['cold-start', 'cli-startup', 'rollout', 'conversion'] as const;
 export type SectionName = (typeof SECTIONS)[number];
 
 export const BENCHMARKS_DOC = join(__dirname, '..', '..', 'docs', 'benchmarks.md');
