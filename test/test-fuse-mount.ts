@@ -9,7 +9,7 @@
  * this one through sync calls: see the FUSE deadlock note in shared/README.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -198,6 +198,73 @@ print(n, r, errno.errorcode.get(e1), m, errno.errorcode.get(e2), ln, lr, errno.e
       const { stdout } = await execFileP('python3', ['-c', script, mp.mountpoint]);
       const expectedList = 'trusted.lazypull.bin\0user.lazypull.test\0'.length;
       assert.equal(stdout.trim(), `3 -1 ERANGE -1 ENODATA ${expectedList} -1 ERANGE`);
+    });
+  });
+
+  describe('a layer with prioritized start-up files and no extended attributes', function () {
+    let mp: MountProcess;
+    const START = { 'app/bin/start': pseudoRandomBytes(700_000, 11), 'app/lib/libstart.so': pseudoRandomBytes(300_000, 12) };
+    const ETC = { 'etc/passwd': 'root:x:0:0:root:/root:/bin/sh\n', 'etc/group': 'root:x:0:\n' };
+    const status = async (): Promise<Record<string, number>> =>
+      JSON.parse((await execFileP(process.execPath, [join(__dirname, '..', 'src', 'cli', 'main.js'), 'mount', '--status', mp.mountpoint, '--json', '--state-dir', join(work, 'state')])).stdout) as Record<string, number>;
+
+    before(async function () {
+      const list = join(work, 'startup-list.txt');
+      await mkdir(work, { recursive: true });
+      await writeFile(list, Object.keys(START).map((p) => `/${p}`).join('\n') + '\n');
+      const image = await publishConverted(join(work, 'startup'), registry!.host, 'lazy/startup:v1', [
+        {
+          entries: [
+            ...Object.entries(START).map(([path, content]): LayerEntry => ({ type: 'file', path, content, mode: 0o755 })),
+            ...Object.entries(ETC).map(([path, content]): LayerEntry => ({ type: 'file', path, content })),
+            { type: 'file', path: 'app/data/other.bin', content: pseudoRandomBytes(400_000, 13) },
+          ],
+        },
+      ], {}, ['--prioritize', list]);
+      mp = await mount(image.ref, image.layers[0], 'startup', ['--no-background-fetch']);
+    });
+
+    it("loads the start-up files and the runtime's /etc/passwd and /etc/group into the kernel's caches", async function () {
+      const deadline = Date.now() + 30_000;
+      while (!/"event":"kernel_cache_warmed"/.test(mp.stderr()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const warmed = JSON.parse(mp.stderr().split('\n').find((l) => l.includes('"kernel_cache_warmed"')) ?? '{}') as Record<string, number>;
+      assert.equal(warmed.files, 4, mp.stderr());
+      assert.equal(warmed.failures, 0);
+      await new Promise((r) => setTimeout(r, 1300)); // the status file is rewritten every second
+      const before = await status();
+      const { stdout } = await execFileP('cat', [...Object.keys(ETC), ...Object.keys(START)].map((p) => join(mp.mountpoint, p)), { encoding: 'buffer', maxBuffer: 8 << 20 });
+      assert.deepEqual(stdout, Buffer.concat([...Object.values(ETC).map((t) => Buffer.from(t)), ...Object.values(START)]));
+      await new Promise((r) => setTimeout(r, 1300));
+      assert.equal((await status()).reads, before.reads, 'served from the page cache: no read reached the layer server');
+      await execFileP('cat', [join(mp.mountpoint, 'app/data/other.bin')], { encoding: 'buffer', maxBuffer: 8 << 20 });
+      await new Promise((r) => setTimeout(r, 1300));
+      assert.ok((await status()).reads > before.reads, 'a file outside the start-up set is read through the server');
+    });
+
+    it('tells the kernel once that it has no xattrs (ENOTSUP), and overlayfs copies its files up', async function () {
+      const script = String.raw`
+import errno, os, sys
+for call in (lambda: os.getxattr(sys.argv[1] + '/app/bin/start', 'security.capability'), lambda: os.listxattr(sys.argv[1] + '/app/bin/start')):
+    try:
+        call(); print('ok')
+    except OSError as e:
+        print(errno.errorcode.get(e.errno))
+`;
+      const { stdout } = await execFileP('python3', ['-c', script, mp.mountpoint]);
+      assert.equal(stdout, 'ENOTSUP\nENOTSUP\n');
+      const rw = join(work, 'startup-rw');
+      await mkdir(join(rw, 'upper'), { recursive: true });
+      await mkdir(join(rw, 'work'));
+      await mkdir(join(rw, 'merged'));
+      await execFileP('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${mp.mountpoint},upperdir=${rw}/upper,workdir=${rw}/work`, join(rw, 'merged')]);
+      try {
+        await execFileP('bash', ['-c', 'echo appended >> "$1/etc/passwd" && chmod 700 "$1/app/bin/start"', 'bash', join(rw, 'merged')]);
+        assert.equal(await readFile(join(rw, 'merged', 'etc/passwd'), 'utf8'), `${ETC['etc/passwd']}appended\n`);
+        assert.deepEqual(await readFile(join(rw, 'upper', 'app/bin/start')), START['app/bin/start'], 'copied up whole');
+        assert.equal(await readFile(join(mp.mountpoint, 'etc/passwd'), 'utf8'), ETC['etc/passwd'], 'the layer is unchanged');
+      } finally {
+        await lazyUnmount(join(rw, 'merged'));
+      }
     });
   });
 

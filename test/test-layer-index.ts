@@ -75,6 +75,36 @@ describe('LayerIndex', function () {
     assert.deepEqual([...v.children!.keys()], ['new'], 'the opaque marker itself is hidden');
   });
 
+  it('lists the prioritized paths (before .prefetch.landmark) in TOC order, without chunks or whiteouts', function () {
+    const idx = index([
+      { name: 'usr/', type: 'dir', mode: 0o755 },
+      { name: 'usr/bin/python3', type: 'symlink', linkName: 'python3.11' },
+      { name: 'usr/bin/python3.11', type: 'reg', size: 8, offset: 50, chunkSize: 4, chunkDigest: D(1), digest: D(2) },
+      { name: 'usr/bin/python3.11', type: 'chunk', offset: 60, chunkOffset: 4, chunkDigest: D(3) },
+      { name: 'etc/.wh.gone', type: 'reg' },
+      { name: 'etc/ld.so.cache', type: 'reg', size: 1, offset: 70, digest: D(4) },
+      { name: '.prefetch.landmark', type: 'reg', size: 1, offset: 80, digest: D(5) },
+      { name: 'etc/passwd', type: 'reg', size: 1, offset: 90, digest: D(6) },
+    ]);
+    assert.deepEqual(idx.prioritized, ['/usr', '/usr/bin/python3', '/usr/bin/python3.11', '/etc/ld.so.cache']);
+    assert.equal(idx.prefetchEnd, 80);
+    const none = index([
+      { name: '.no.prefetch.landmark', type: 'reg', size: 1, offset: 10, digest: D(1) },
+      { name: 'etc/passwd', type: 'reg', size: 1, offset: 20, digest: D(2) },
+    ]);
+    assert.deepEqual(none.prioritized, [], 'no landmark, nothing prioritized');
+  });
+
+  it('knows whether any inode has an extended attribute (an opaque directory counts)', function () {
+    const plain: TocEntry[] = [
+      { name: 'etc/.wh.passwd', type: 'reg' },
+      { name: 'bin/sh', type: 'reg', size: 1, offset: 40, digest: D(1) },
+    ];
+    assert.equal(index(plain).hasXattrs, false, 'whiteouts need no xattr');
+    assert.equal(index([...plain, { name: 'bin/ping', type: 'reg', size: 1, offset: 50, digest: D(2), xattrs: { 'security.capability': Buffer.from([1]).toString('base64') } }]).hasXattrs, true);
+    assert.equal(index([...plain, { name: 'var/.wh..wh..opq', type: 'reg' }]).hasXattrs, true);
+  });
+
   it('refuses TOCs that would misrepresent the layer', function () {
     const bad: Array<[string, TocEntry[]]> = [
       ['duplicate name', [{ name: 'a', type: 'reg' }, { name: 'a', type: 'reg' }]],

@@ -294,6 +294,45 @@ describe('LayerReader', function () {
       assert.equal(none.blob.reads.length, 0, 'no landmark, no prefetch');
     });
 
+    it("prefetches the runtime's /etc/passwd and /etc/group alongside, and says when the start-up files are requested", async () => {
+      // A layer whose /etc files lie after the landmark (not prioritized), as in most images.
+      const packer = pack();
+      const parts: Buffer[] = [];
+      const done = (async () => {
+        for await (const c of packer) parts.push(c as Buffer);
+      })();
+      const etc = { 'etc/group': Buffer.from('root:x:0:\n'), 'etc/passwd': Buffer.from('root:x:0:0:root:/root:/bin/sh\n') };
+      packer.entry({ name: 'app/start', type: 'file', mode: 0o755 }, FILES['app/start1']);
+      packer.entry({ name: 'data/big.bin', type: 'file', mode: 0o644 }, FILES['data/big.bin']);
+      for (const [name, content] of Object.entries(etc)) packer.entry({ name, type: 'file', mode: 0o644 }, content);
+      packer.finalize();
+      await done;
+      const tar = join(work, 'etc-layer.tar');
+      const gz = join(work, 'etc-layer.tar.gz');
+      await fs.writeFile(tar, Buffer.concat(parts));
+      await convertLayerFile(tar, gz, { chunkSize: CHUNK, level: 6, prioritize: ['app/start'] });
+      const blob = await FileBlob.open(gz);
+      try {
+        const o = await openLayer(blob, new MemoryChunkCache(64 << 20));
+        let requested = false;
+        void o.reader.prefetching.then(() => (requested = true));
+        await new Promise((r) => setImmediate(r));
+        assert.equal(requested, false, 'pending before a prefetch');
+        await o.reader.prefetch();
+        assert.equal(requested, true);
+        assert.equal(o.blob.reads.length, 2, 'the landmark range, and the two adjacent /etc files in one more request');
+        const [range, runtime] = [...o.blob.reads].sort((a, b) => a.offset - b.offset);
+        assert.ok(range!.offset + range!.length <= o.index.prefetchEnd!);
+        assert.ok(runtime!.offset >= o.index.prefetchEnd!);
+        for (const [name, content] of Object.entries(etc)) assert.deepEqual(await o.reader.read(o.inode(name), 0, 100, `/${name}`), content);
+        assert.deepEqual(await o.reader.read(o.inode('app/start'), 0, 1 << 20, '/app/start'), FILES['app/start1']);
+        assert.equal(o.blob.reads.length, 2, 'all of them local');
+        assert.equal(o.blob.reads.some((r) => r.offset + r.length > o.inode('data/big.bin').chunks[0]!.blobOffset && r.offset < o.inode('data/big.bin').chunks.at(-1)!.blobEnd), false, 'nothing else');
+      } finally {
+        await blob.close();
+      }
+    });
+
     it('fetches the rest of the layer in the background until it is all local', async () => {
       const o = await openLayer(prio, new MemoryChunkCache(64 << 20), { backgroundBatchBytes: 256 * 1024, backgroundQuietMs: 20 });
       await o.reader.prefetch();

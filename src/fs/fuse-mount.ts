@@ -1,11 +1,13 @@
 /**
  * Mounting and unmounting a LayerFuseOps filesystem with fuse-native
  * (libfuse2): the libfuse options a lazy image layer needs, cleanup of a
- * mount point left behind by a crashed server, and an unmount that waits
- * for in-flight reads before it falls back to a lazy detach.
+ * mount point left behind by a crashed server, the kernel cache warm-up of
+ * the layer's start-up files, and an unmount that waits for in-flight
+ * reads before it falls back to a lazy detach.
  *
  * The process that mounts serves the mount from its event loop: it must
- * never do blocking I/O on its own mount (see docs: FUSE deadlock).
+ * never do blocking I/O on its own mount (see docs: FUSE deadlock). The
+ * warm-up reads it with async calls only, one at a time.
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
@@ -15,6 +17,7 @@ import { LazypullError } from '../errors';
 import { cleanupOnExit } from '../sandbox/exit-cleanup';
 import { Errno, Fuse, type FuseInstance, type FuseOperations } from './fuse-native';
 import type { LayerFuseOps } from './fuse-ops';
+import { KernelCacheWarmup } from './kernel-cache-warmup';
 
 /** libfuse's limit for one read request without FUSE_MAX_PAGES (libfuse2 never negotiates it). */
 export const MAX_READ = 131072;
@@ -78,7 +81,7 @@ class LazypullFuse extends Fuse {
   }
 
   _op_getxattr(signal: Signal, path: string, name: string, valueBuf: Buffer, position: number): void {
-    this.operations().getxattr(path, name, position, (err, value) => {
+    this.operations().getxattr!(path, name, position, (err, value) => {
       if (err) return signal(err, valueBuf.buffer);
       if (!value) return signal(Errno.ENODATA, valueBuf.buffer);
       if (valueBuf.length === 0) return signal(value.length, valueBuf.buffer);
@@ -89,7 +92,7 @@ class LazypullFuse extends Fuse {
   }
 
   _op_listxattr(signal: Signal, path: string, listBuf: Buffer): void {
-    this.operations().listxattr(path, (err, names) => {
+    this.operations().listxattr!(path, (err, names) => {
       if (err || !names) return signal(err || Errno.EIO, listBuf.buffer);
       const list = Buffer.concat(names.map((n) => Buffer.from(`${n}\0`)));
       if (listBuf.length === 0) return signal(list.length, listBuf.buffer);
@@ -222,6 +225,8 @@ export interface MountOptions {
   fuseOptions?: string[];
   /** fuse-native's own per-operation timeout (a backstop behind LayerFuseOps' read timeout). Default 120000. */
   opTimeoutMs?: number;
+  /** Load the layer's start-up files into the kernel's caches (kernel-cache-warmup.ts). Default true. */
+  warmKernelCache?: boolean;
   log?: (event: Record<string, unknown>) => void;
 }
 
@@ -303,6 +308,12 @@ export async function mountLayer(mountpoint: string, ops: LayerFuseOps, opts: Mo
     throw err;
   }
   log({ event: 'mounted', mountpoint: mp });
+  const { paths, prefetching } = ops.startup;
+  let warmup: KernelCacheWarmup | undefined;
+  if (opts.warmKernelCache !== false && prefetching !== undefined) {
+    warmup = new KernelCacheWarmup(mp, paths, { log });
+    warmup.start(prefetching);
+  }
 
   return {
     mountpoint: mp,
@@ -310,15 +321,19 @@ export async function mountLayer(mountpoint: string, ops: LayerFuseOps, opts: Mo
       return mounted;
     },
     unmount(): Promise<void> {
-      unmounting ??= new Promise<void>((done, fail) => {
-        fuse.unmount((err) => {
-          if (err) return fail(err);
-          mounted = false;
-          removeExitHook();
-          log({ event: 'unmounted', mountpoint: mp });
-          done();
+      unmounting ??= (async () => {
+        // Its open files would keep the mount busy.
+        await warmup?.stop();
+        await new Promise<void>((done, fail) => {
+          fuse.unmount((err) => {
+            if (err) return fail(err);
+            mounted = false;
+            removeExitHook();
+            log({ event: 'unmounted', mountpoint: mp });
+            done();
+          });
         });
-      });
+      })();
       return unmounting;
     },
   };

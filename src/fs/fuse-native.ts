@@ -47,14 +47,17 @@ export interface FuseOperations {
   fgetattr?(path: string, fd: number, cb: (err: number, stat?: FuseStat) => void): void;
   readdir(path: string, cb: (err: number, names?: string[], stats?: FuseStat[]) => void): void;
   readlink(path: string, cb: (err: number, target?: string) => void): void;
-  open(path: string, flags: number, cb: (err: number, fd?: number) => void): void;
+  /** Left out (with release), libfuse answers opens itself with file handle 0. */
+  open?(path: string, flags: number, cb: (err: number, fd?: number) => void): void;
   opendir?(path: string, flags: number, cb: (err: number, fd?: number) => void): void;
   read(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void): void;
-  release(path: string, fd: number, cb: ErrCb): void;
+  release?(path: string, fd: number, cb: ErrCb): void;
   releasedir?(path: string, fd: number, cb: ErrCb): void;
-  getxattr(path: string, name: string, position: number, cb: (err: number, value?: Buffer) => void): void;
-  listxattr(path: string, cb: (err: number, names?: string[]) => void): void;
-  statfs(path: string, cb: (err: number, statfs?: FuseStatfs) => void): void;
+  /** Left out, libfuse answers ENOSYS itself and the kernel stops asking for the whole mount. */
+  getxattr?(path: string, name: string, position: number, cb: (err: number, value?: Buffer) => void): void;
+  listxattr?(path: string, cb: (err: number, names?: string[]) => void): void;
+  /** Left out, libfuse answers itself: zero blocks and files, 255 for the name length. */
+  statfs?(path: string, cb: (err: number, statfs?: FuseStatfs) => void): void;
   access(path: string, mode: number, cb: ErrCb): void;
   // Every modifying operation answers EROFS.
   write(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void): void;

@@ -7,12 +7,15 @@
  * fuse-native calls these on the Node event loop, so nothing here may block
  * on the mount itself.
  */
-import { Errno, type FuseOperations, type FuseStat, type FuseStatfs } from './fuse-native';
+import { Errno, type FuseOperations, type FuseStat } from './fuse-native';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type Inode, type LayerIndex } from './layer-index';
+import { startupPaths } from './startup-files';
 
 /** The one thing the operations need from the data path (LayerReader satisfies it). */
 export interface InodeReader {
   read(inode: Inode, offset: number, length: number, path?: string): Promise<Buffer>;
+  /** Resolves once the layer's start-up files are cached or being fetched (LayerReader.prefetch). */
+  readonly prefetching?: Promise<void>;
 }
 
 export interface LayerFuseOpsOptions {
@@ -29,18 +32,9 @@ export interface LayerFuseOpsOptions {
   log?: (event: Record<string, unknown>) => void;
 }
 
-const O_ACCMODE = 0o3;
-const O_RDONLY = 0;
-const O_TRUNC = 0o1000;
 const W_OK = 2;
-const ST_RDONLY = 1;
 const BLOCK_SIZE = 4096;
 const DIR_SIZE = 4096;
-
-interface OpenFile {
-  node: Inode;
-  path: string;
-}
 
 export class LayerFuseOps {
   private readonly readTimeoutMs: number;
@@ -48,8 +42,6 @@ export class LayerFuseOps {
   /** ino -> the last failed range of that file, and when it failed. */
   private readonly recentFailures = new Map<number, { start: number; end: number; at: number }>();
   private readonly log: (event: Record<string, unknown>) => void;
-  private readonly handles = new Map<number, OpenFile>();
-  private nextHandle = 1;
   private inFlight = 0;
   private idleWaiters: Array<() => void> = [];
   /** Counters for status and tests. */
@@ -63,6 +55,11 @@ export class LayerFuseOps {
     this.readTimeoutMs = opts.readTimeoutMs ?? 30_000;
     this.failFastMs = opts.failFastMs ?? 1000;
     this.log = opts.log ?? (() => undefined);
+  }
+
+  /** The layer's start-up files, and when their data is on its way: what the mount loads into the kernel's caches. */
+  get startup(): { paths: string[]; prefetching?: Promise<void> } {
+    return { paths: startupPaths(this.index), prefetching: this.reader.prefetching };
   }
 
   /** Operations still waiting for the reader. */
@@ -108,25 +105,10 @@ export class LayerFuseOps {
     };
   }
 
-  statfs(): FuseStatfs {
-    return {
-      bsize: BLOCK_SIZE,
-      frsize: BLOCK_SIZE,
-      blocks: Math.min(0xffffffff, Math.ceil(this.index.dataSize / BLOCK_SIZE)),
-      bfree: 0,
-      bavail: 0,
-      files: Math.min(0xffffffff, this.index.inodes.size),
-      ffree: 0,
-      favail: 0,
-      fsid: 0,
-      flag: ST_RDONLY,
-      namemax: 255,
-    };
-  }
-
   operations(): FuseOperations {
     const rofs = (...args: unknown[]): void => (args[args.length - 1] as (err: number) => void)(Errno.EROFS);
     return {
+      ...this.xattrOperations(),
       getattr: (path, cb) => {
         const node = this.index.lookup(path);
         if (!node) return cb(Errno.ENOENT);
@@ -151,34 +133,14 @@ export class LayerFuseOps {
         if ((node.mode & S_IFMT) !== S_IFLNK) return cb(Errno.EINVAL);
         return cb(0, node.linkName ?? '');
       },
-      open: (path, flags, cb) => {
-        const node = this.index.lookup(path);
-        if (!node) return cb(Errno.ENOENT);
-        if ((flags & O_ACCMODE) !== O_RDONLY || (flags & O_TRUNC) !== 0) return cb(Errno.EROFS);
-        if (node.children) return cb(Errno.EISDIR);
-        const handle = this.nextHandle++;
-        if (this.nextHandle > 0x7fffffff) this.nextHandle = 1;
-        this.handles.set(handle, { node, path });
-        return cb(0, handle);
-      },
-      read: (path, fd, buf, len, pos, cb) => this.read(path, fd, buf, len, pos, cb),
-      release: (_path, fd, cb) => {
-        this.handles.delete(fd);
-        cb(0);
-      },
-      getxattr: (path, name, _position, cb) => {
-        const node = this.index.lookup(path);
-        if (!node) return cb(Errno.ENOENT);
-        const value = node.xattrs.get(name);
-        if (value === undefined) return cb(Errno.ENODATA);
-        return cb(0, value);
-      },
-      listxattr: (path, cb) => {
-        const node = this.index.lookup(path);
-        if (!node) return cb(Errno.ENOENT);
-        return cb(0, [...node.xattrs.keys()]);
-      },
-      statfs: (_path, cb) => cb(0, this.statfs()),
+      // No open/release and no statfs: libfuse answers them itself, which
+      // spares this event loop two round trips per opened file and one per
+      // overlay mount (those come while a prefetch may keep it busy). Opens
+      // keep the page cache (`kernel_cache`); the mount is read-only, so the
+      // kernel refuses opens for writing (EROFS) before asking, and reads
+      // find the file by path. statfs reports zeros, as stargz-snapshotter's
+      // layers do; overlayfs reads only the name length (255) from it.
+      read: (path, _fd, buf, len, pos, cb) => this.read(path, buf, len, pos, cb),
       access: (path, mode, cb) => {
         const node = this.index.lookup(path);
         if (!node) return cb(Errno.ENOENT);
@@ -203,8 +165,35 @@ export class LayerFuseOps {
     };
   }
 
-  private read(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void): void {
-    const node = this.handles.get(fd)?.node ?? this.index.lookup(path);
+  /**
+   * getxattr and listxattr, only for a layer that has extended attributes.
+   * Without them libfuse answers ENOSYS, so the kernel gives up on xattrs
+   * for the mount after the first call: overlayfs asks one or two
+   * (trusted.overlay.*) for every lower file and directory it looks up, and
+   * exec asks security.capability, each otherwise a round trip to this
+   * process. Callers then see EOPNOTSUPP, which overlayfs and exec take as
+   * "none" (also when copying a file up).
+   */
+  private xattrOperations(): Pick<FuseOperations, 'getxattr' | 'listxattr'> {
+    if (!this.index.hasXattrs) return {};
+    return {
+      getxattr: (path, name, _position, cb) => {
+        const node = this.index.lookup(path);
+        if (!node) return cb(Errno.ENOENT);
+        const value = node.xattrs.get(name);
+        if (value === undefined) return cb(Errno.ENODATA);
+        return cb(0, value);
+      },
+      listxattr: (path, cb) => {
+        const node = this.index.lookup(path);
+        if (!node) return cb(Errno.ENOENT);
+        return cb(0, [...node.xattrs.keys()]);
+      },
+    };
+  }
+
+  private read(path: string, buf: Buffer, len: number, pos: number, cb: (result: number) => void): void {
+    const node = this.index.lookup(path);
     if (!node) return cb(Errno.EBADF);
     if ((node.mode & S_IFMT) !== S_IFREG) return cb(Errno.EINVAL);
     if (pos >= node.size || len <= 0) return cb(0);

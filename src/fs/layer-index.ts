@@ -114,6 +114,18 @@ export class LayerIndex {
   readonly prefetchEnd: number | undefined;
   /** Total bytes of regular-file data (each hardlinked file once). */
   readonly dataSize: number;
+  /**
+   * Paths ("/usr/bin/python3") of the entries before `.prefetch.landmark`,
+   * in TOC order: the files the image's author listed as read at start-up.
+   * Empty when the layer has no landmark.
+   */
+  readonly prioritized: string[];
+  /**
+   * Whether any inode has an extended attribute (the opaque marker
+   * included). A layer without any can tell the kernel once that it has no
+   * xattrs at all instead of answering every getxattr.
+   */
+  readonly hasXattrs: boolean;
   private nextIno = 1;
 
   constructor(toc: Toc, opts: LayerIndexOptions) {
@@ -139,6 +151,8 @@ export class LayerIndex {
     const opaqueDirs: string[] = [];
     let prefetchEnd: number | undefined;
     let dataSize = 0;
+    const prioritized: string[] = [];
+    let beforeLandmark = true;
 
     const modtime = modtimeParser();
     for (let index = 0; index < toc.entries.length; index++) {
@@ -147,8 +161,13 @@ export class LayerIndex {
       const where = (): string => `${label}: TOC entry ${index} "${entry.name}"`;
       const name = cleanEntryName(entry.name);
       if (name === null) throw indexError(`${where()}: path escapes the layer root`);
-      if (name === PREFETCH_LANDMARK) prefetchEnd = entry.offset;
+      if (name === PREFETCH_LANDMARK) {
+        prefetchEnd = entry.offset;
+        beforeLandmark = false;
+      }
       if (name === PREFETCH_LANDMARK || name === NO_PREFETCH_LANDMARK || name === TOC_TAR_NAME) continue;
+      // Whiteouts and opaque markers are not files a container opens.
+      if (beforeLandmark && entry.type !== 'chunk' && !name.slice(name.lastIndexOf('/') + 1).startsWith(WHITEOUT_PREFIX)) prioritized.push(`/${name}`);
 
       if (entry.type === 'chunk') {
         const file = byName.get(name);
@@ -236,6 +255,10 @@ export class LayerIndex {
     }
     this.prefetchEnd = prefetchEnd;
     this.dataSize = dataSize;
+    this.prioritized = prefetchEnd === undefined ? [] : [...new Set(prioritized)];
+    let hasXattrs = false;
+    for (const node of this.inodes.values()) if (node.xattrs.size > 0) hasXattrs = true;
+    this.hasXattrs = hasXattrs;
   }
 
   private newInode(mode: number): Inode {

@@ -14,7 +14,7 @@
  * - concurrent reads of a chunk share one fetch, also across layer readers
  *   that share a cache (identical chunks in different layers).
  *
- * Also here: prefetch of the prioritized files at mount, and the control of
+ * Also here: prefetch of the start-up files at mount, and the control of
  * the background fetch (background-fetcher.ts) that fills in the rest.
  */
 import { createHash } from 'node:crypto';
@@ -24,6 +24,8 @@ import type { BlobReader } from '../format/toc-reader';
 import type { ChunkCache } from '../cache/chunk-cache';
 import { BackgroundFetcher, ForegroundGate } from './background-fetcher';
 import { S_IFMT, S_IFREG, type Chunk, type Inode, type LayerIndex } from './layer-index';
+import { runtimeFiles } from './startup-files';
+import { trace } from '../util/trace';
 
 export interface LayerReaderOptions {
   /** Layer digest, for logs and errors. */
@@ -154,6 +156,13 @@ export class LayerReader {
   private verifyFailures = 0;
   private readonly gate = new ForegroundGate();
   private background: BackgroundFetcher | undefined;
+  /**
+   * Resolves once prefetch() has requested the start-up files (or found
+   * them cached): a read of them from then on joins those requests instead
+   * of making its own. Pending until then, forever without a prefetch.
+   */
+  readonly prefetching: Promise<void>;
+  private markPrefetching: () => void = () => undefined;
   /** chunk blob offset -> file path, built on first need (logging a bad chunk found outside a read). */
   private pathsByOffset: Map<number, string> | undefined;
 
@@ -162,6 +171,7 @@ export class LayerReader {
     private readonly blob: BlobReader,
     private readonly opts: LayerReaderOptions,
   ) {
+    this.prefetching = new Promise((resolve) => (this.markPrefetching = resolve));
     this.cache = opts.cache;
     this.label = opts.label;
     this.maxRequestBytes = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
@@ -249,34 +259,55 @@ export class LayerReader {
   /**
    * Everything before `.prefetch.landmark` (the prioritized files) in one
    * range request, verified and cached. Only the span of chunks still
-   * missing is requested; nothing when all are cached or the layer has no
-   * prioritized set.
+   * missing is requested. Alongside, the few files containerd reads to
+   * create a container (startup-files.ts) when they lie outside that span:
+   * otherwise each would be a registry round trip while the container is
+   * being created. Nothing when all is cached. Resolves `prefetching`.
    */
   async prefetch(): Promise<void> {
-    const end = this.index.prefetchEnd;
-    if (end === undefined || end <= 0) return;
-    const missing = this.blobOrder.filter((c) => c.blobEnd <= end && !this.isPresent(c.digest));
-    if (missing.length === 0) return;
+    const end = this.index.prefetchEnd ?? 0;
+    const missing = end > 0 ? this.blobOrder.filter((c) => c.blobEnd <= end && !this.isPresent(c.digest)) : [];
+    const runtime = this.runtimeChunks().filter((c) => c.blobEnd > end && !this.isPresent(c.digest));
     const started = Date.now();
-    const from = missing[0]!.blobOffset;
-    const to = missing[missing.length - 1]!.blobEnd;
-    const timeoutMs = this.readTimeoutMs * Math.max(1, Math.ceil((to - from) / this.maxRequestBytes));
-    const raw = this.readBlob(from, to - from, timeoutMs);
-    const results = await Promise.allSettled(
-      missing.map((chunk) =>
-        this.track(
-          chunk.digest,
-          raw.then((data) => this.verifyAndStore(chunk, data.subarray(chunk.blobOffset - from, chunk.blobEnd - from), {}, timeoutMs)),
-        ),
-      ),
-    );
+    const pending: Array<Promise<Buffer>> = [];
+    let bytes = 0;
+    if (missing.length > 0) {
+      const from = missing[0]!.blobOffset;
+      const to = missing[missing.length - 1]!.blobEnd;
+      bytes += to - from;
+      const timeoutMs = this.readTimeoutMs * Math.max(1, Math.ceil((to - from) / this.maxRequestBytes));
+      const raw = this.readBlob(from, to - from, timeoutMs);
+      for (const chunk of missing) {
+        pending.push(
+          this.track(
+            chunk.digest,
+            raw.then((data) => this.verifyAndStore(chunk, data.subarray(chunk.blobOffset - from, chunk.blobEnd - from), {}, timeoutMs)),
+          ),
+        );
+      }
+    }
+    if (runtime.length > 0) {
+      for (const c of runtime) bytes += c.blobEnd - c.blobOffset;
+      pending.push(...this.fetchTracked(runtime, this.readTimeoutMs, {}).values());
+    }
+    this.markPrefetching();
+    if (pending.length === 0) return;
+    const results = await Promise.allSettled(pending);
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed.length > 0) {
       const error = toError(failed[0]!.reason);
-      this.log({ event: 'prefetch_failed', layer: this.label, bytes: to - from, failedChunks: failed.length, error: error.message });
+      this.log({ event: 'prefetch_failed', layer: this.label, bytes, failedChunks: failed.length, error: error.message });
       throw error;
     }
-    this.log({ event: 'prefetch_done', layer: this.label, bytes: to - from, chunks: missing.length, ms: Date.now() - started });
+    this.log({ event: 'prefetch_done', layer: this.label, bytes, chunks: pending.length, ms: Date.now() - started });
+    trace('server.prefetched');
+  }
+
+  /** Chunks of the runtime's start-up files in this layer, one per digest. */
+  private runtimeChunks(): Chunk[] {
+    const out = new Map<string, Chunk>();
+    for (const { node } of runtimeFiles(this.index)) for (const c of node.chunks) out.set(c.digest, c);
+    return [...out.values()];
   }
 
   /** Fetch every chunk not yet cached, at low priority; idempotent while running. */
