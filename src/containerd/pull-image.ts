@@ -237,7 +237,9 @@ export async function pullResolvedImage(
     for (const [i, layer] of layers.entries()) {
       const base = { index: i, digest: layer.digest, mediaType: layer.mediaType, size: layer.size, diffId: diffIds[i]!, chainId: chain[i]! };
       let mode: LayerMode;
-      if (topExists || (await snapshots.stat(base.chainId)) !== undefined) {
+      // The top layer's chain was looked up above already.
+      const last = i === layers.length - 1;
+      if (topExists || (!last && (await snapshots.stat(base.chainId)) !== undefined)) {
         mode = 'existing';
       } else {
         mode = await prepareLayer({

@@ -24,7 +24,7 @@
 import { LazypullError, toError } from '../errors';
 import type { Logger } from '../util/json-log';
 import { parseCloneSet } from './cloneset-spec';
-import { applyLabelPatch, checkOwnedKeys, LABEL_CLONESET, LABEL_REVISION, type LabelChange, type LabelPatch } from './pod-labels';
+import { applyLabelPatch, checkOwnedKeys, LABEL_CLONESET, LABEL_POD_NAME, LABEL_REVISION, type LabelChange, type LabelPatch } from './pod-labels';
 import { diffTemplates, revisionHash } from './revision';
 import { planRollout } from './rollout-planner';
 import type { PodRecord, PodUpgrade, SetRecord, StateStore } from './state-store';
@@ -637,7 +637,8 @@ export class Controller {
   private async currentPod(set: string, pod: string): Promise<PodState | undefined> {
     const rec = this.store.getSet(set);
     if (rec === undefined) return undefined;
-    const pods = (await this.runtime.listPods(this.selector(rec))).filter((p) => p.name === pod);
+    // Selected by name too: a whole listing per step would cost a status call per pod of the set.
+    const pods = (await this.runtime.listPods({ ...this.selector(rec), [LABEL_POD_NAME]: pod })).filter((p) => p.name === pod);
     return pods.find((p) => !p.terminating) ?? pods[0];
   }
 
