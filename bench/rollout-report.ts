@@ -66,7 +66,11 @@ function lazyFacts(r: RolloutResults): string {
   const lazy = r.runs.filter((run) => run.lazyLayers !== undefined);
   if (lazy.length === 0) return '';
   const fetched = median(lazy.map((run) => run.fetchedBytes ?? 0));
-  return `In (a) the snapshotter mounted ${lazy[0]!.lazyLayers} layer(s) of v2 lazily (its top layer; the base layer is v1's, already mounted), whose servers fetched ${(fetched / 1e3).toFixed(1)} kB of file contents (median).`;
+  const shared =
+    r.images.appLayer === 'vendored'
+      ? ` Most of v2's top layer is v1's, file for file (the vendored dependencies): the layer server finds those chunks by their digests in the node's chunk cache, filled by v1's background fetch, so only the changed files come from the registry. The overlayfs modes download the whole ${mb(r.images.gzipTopBytes)} MB layer and unpack it again: containerd shares layers, not files.`
+      : '';
+  return `In (a) the snapshotter mounted ${lazy[0]!.lazyLayers} layer(s) of v2 lazily (its top layer; the base layer is v1's, already mounted), whose servers fetched ${(fetched / 1e3).toFixed(1)} kB of file contents (median).${shared}`;
 }
 
 export function renderRolloutTerminal(r: RolloutResults): string {

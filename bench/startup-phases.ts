@@ -15,6 +15,8 @@ export const STARTUP_PHASES: Array<{ event: string; label: string }> = [
   { event: 'server.mounted', label: 'FUSE mount up' },
   { event: 'snapshotter.Prepare.ALREADY_EXISTS', label: 'remote snapshot committed (Prepare answered)' },
   { event: 'pull.layers-done', label: 'every layer prepared' },
+  { event: 'server.prefetched', label: 'prioritized files fetched and verified (layer server, after the mount)' },
+  { event: 'server.kernel-cache-warmed', label: "prioritized files read into the kernel's caches" },
 ];
 
 /** Seconds from `startEpochMs` to the first occurrence of each phase's event in the trace file. */
