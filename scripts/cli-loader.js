@@ -17,7 +17,7 @@
  * The cache: `main.bundle.js.v8cache` next to the bundle if that folder is
  * writable, else in `$TMPDIR/lazypull-v8-cache/` if that folder is this
  * user's alone (the cache is code we run), or in `$LAZYPULL_CODE_CACHE_DIR`.
- * Its first line holds a hash of the bundle, Node.js/V8 versions, arch and
+ * Its first line holds a key of the bundle file (inode, size, times), Node.js/V8, arch and
  * flags, and the payload's length and CRC, so a rebuilt bundle, another
  * Node.js or a damaged file is never handed to V8. Without a usable cache
  * the bundle runs without one and the cache is written (temp file +
@@ -52,10 +52,17 @@ function sha256(...parts) {
   return hash.digest('hex');
 }
 
-/** Everything a cache is only good for: this bundle, this Node.js and V8, this machine, these flags. */
-function cacheKey(bundle) {
+/**
+ * Everything a cache is only good for: this very bundle file, this Node.js
+ * and V8, this machine, these flags. The file is named by its inode and
+ * times rather than by a hash of its 3 MB (which cost ~7 ms of every
+ * start): a rebuild renames a new file into place, and any write changes
+ * its ctime, which unlike mtime cannot be set back.
+ */
+function cacheKey(stat) {
+  const file = [stat.dev, stat.ino, stat.size, stat.mtimeNs, stat.ctimeNs].join(':');
   const env = [process.version, process.versions.v8, process.arch, process.platform, process.execArgv.join(' '), process.env.NODE_OPTIONS ?? ''];
-  return sha256(bundle, `\0${env.join('\0')}`);
+  return sha256(`${file}\0${env.join('\0')}`);
 }
 
 function crc32(data) {
@@ -162,14 +169,23 @@ function compile(source, cachedData) {
 }
 
 function main() {
-  const bundle = fs.readFileSync(BUNDLE);
+  // One descriptor for the key and the text, so both describe the same file even if a build replaces it meanwhile.
+  const fd = fs.openSync(BUNDLE, 'r');
+  let bundle;
+  let stat;
+  try {
+    stat = fs.fstatSync(fd, { bigint: true });
+    bundle = fs.readFileSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
   const source = WRAPPER_HEAD + bundle.toString('utf8') + WRAPPER_TAIL;
   let cache = { state: 'off' };
   let key;
   let locations;
   if (process.env.LAZYPULL_CODE_CACHE !== '0') {
     try {
-      key = cacheKey(bundle);
+      key = cacheKey(stat);
       locations = cacheLocations();
       cache = findCache(key, locations);
     } catch (err) {
