@@ -84,8 +84,10 @@ ${phaseTable(r)}
   empty chunk cache, background fetch off (so "fetched" is what start-up needed: the prefetched start-up files plus what
   the container read). Starting the daemons is not timed.
 - Timed from the start of the pull command to the first byte the container writes to \`ctr run\`'s stdout.
-  \`lazypull pull\` is the CLI process a user runs (Node start-up included); it mounts each eStargz layer through the
-  snapshotter, whose per-layer \`lazypull mount\` server fetches the footer and TOC, then prefetches the start-up files.
+  \`lazypull pull\` is the CLI process a user runs (Node start-up included); it asks the snapshotter daemon to pull
+  (\`--snapshotter-address\`: the daemon's socket is in the run's temp dir, on a node it is the default one), which
+  resolves the image and prepares each layer through containerd; the snapshotter mounts each eStargz layer with a
+  per-layer \`lazypull mount\` server, which fetches the footer and TOC, then prefetches the start-up files.
 - "fetched" is the compressed bytes of file contents the layer servers fetched (their \`fetchedBytes\`) against the eStargz
   image's compressed size. Footer and TOC, read once per layer at mount, add ${mb(img.tocBytes)} MB
   (${(((r.lazy.fetchedBytes + img.tocBytes) / img.estargzBytes) * 100).toFixed(1)}% of the image with them).

@@ -169,10 +169,14 @@ async function lazyRun(work: string, image: ColdStartImage, registryHost: string
     await settle();
     const start = process.hrtime.bigint();
     const startEpochMs = performance.timeOrigin + performance.now();
-    // `lazypull pull` as a user runs it: the CLI process, Node start-up included.
+    // `lazypull pull` as a user runs it: the CLI process, Node start-up included. It asks the node's snapshotter
+    // daemon to pull (on a node the daemon's socket is the default one; this daemon's is in the temp dir).
     const { stdout } = await execFileP(
       process.execPath,
-      [LAZYPULL_CLI, 'pull', image.estargzRef, '--address', containerd.address, '--namespace', containerd.namespace, '--snapshotter', SNAPSHOTTER, '--plain-http', '--json'],
+      [
+        LAZYPULL_CLI, 'pull', image.estargzRef, '--address', containerd.address, '--namespace', containerd.namespace, '--snapshotter', SNAPSHOTTER,
+        '--plain-http', '--json', '--snapshotter-address', snapshotter.socket,
+      ],
       { maxBuffer: 16 << 20, timeout: 10 * 60_000 },
     );
     const pullSeconds = Number(process.hrtime.bigint() - start) / 1e9;

@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 /** Trace events in the order a cold start passes them, with what they mean. */
 export const STARTUP_PHASES: Array<{ event: string; label: string }> = [
   { event: 'pull.start', label: '`lazypull pull` running (Node.js start-up and module loading done)' },
+  { event: 'daemon.pull', label: 'the snapshotter daemon got the pull request' },
   { event: 'pull.resolved', label: 'manifest and config fetched, containerd connected' },
   { event: 'snapshotter.Prepare', label: 'snapshotter got the first Prepare' },
   { event: 'server.job', label: 'standby layer server took the mount' },

@@ -74,7 +74,7 @@ rmSync(`${entry}.map`, { force: true });
 // registry client) and then fails at once, before it contacts anything.
 // (Its content measured best for pulls and as good as any for mounts.)
 rmSync(join(cliDir, 'main.bundle.js.v8cache'), { force: true });
-const warmUp = spawnSync(process.execPath, [entry, 'pull', '127.0.0.1:1/lazypull-build:warm-up', '--address', join(cliDir, 'no-containerd.sock')], {
+const warmUp = spawnSync(process.execPath, [entry, 'pull', '127.0.0.1:1/lazypull-build:warm-up', '--no-daemon', '--address', join(cliDir, 'no-containerd.sock')], {
   env: { ...process.env, LAZYPULL_CODE_CACHE: '1', LAZYPULL_CODE_CACHE_DIR: '', LAZYPULL_CODE_CACHE_DEBUG: '1' },
   encoding: 'utf8',
   timeout: 60_000,

@@ -228,4 +228,30 @@ function main() {
   script.runInThisContext().call(module.exports, module.exports, require, module, __filename, __dirname);
 }
 
-main();
+/**
+ * `lazypull pull` asks the snapshotter daemon to pull first
+ * (src/cli/daemon-pull-client.ts, compiled next to this file): when it
+ * does, the bundle is never loaded. The client answers false when the CLI
+ * should pull in this process (no daemon, an argument it does not know).
+ */
+function start() {
+  if (process.argv[2] !== 'pull') return main();
+  let client;
+  try {
+    client = require('./daemon-pull-client.js');
+  } catch {
+    return main();
+  }
+  client.pullThroughDaemon(process.argv.slice(3)).then(
+    (handled) => {
+      if (!handled) main();
+    },
+    (err) => {
+      // Not expected: the client prints its own errors. Output may have begun, so no second pull.
+      process.stderr.write(`lazypull: ${require('../errors.js').redact(String(err && err.message))}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
+
+start();

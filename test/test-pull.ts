@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { listMounts } from '../src/fs/fuse-mount';
@@ -305,6 +305,75 @@ describe('lazypull pull: images into containerd through the lazypull snapshotter
     await collectGarbage(namespace);
     assert.equal(await run(plainRef, [], namespace), HELLO_TEXT);
     await c().ctr(['images', 'rm', '--sync', plainRef], { namespace });
+  });
+
+  it('(e) through the daemon: it pulls for the CLI with the same output; errors print the same; without a pull service the CLI pulls itself', async function () {
+    const s = snapshotter as RunningSnapshotter;
+    const viaDaemon = ['--snapshotter-address', s.socket];
+    const pullEvents = async (): Promise<string[]> => (await readFile(join(work, 'snapshotter.log'), 'utf8')).split('\n').filter((l) => l.includes('"event":"pull"'));
+
+    if (!s.remote) {
+      // The fallback-only snapshotter serves containerd's Snapshots service alone.
+      const r = await pull(plainRef, viaDaemon, `${c().namespace}-nopull`);
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(r.stderr.includes(`no pull service at ${s.socket} (no pull service); pulling in this process`), r.stderr);
+      assert.match(r.stdout, /3 layers: 0 lazy, 3 fetched/);
+      return;
+    }
+
+    // The same image pulled by the daemon and by the CLI itself, each into a namespace of its own.
+    const before = (await pullEvents()).length;
+    const daemonNs = `${c().namespace}-daemon`;
+    const inProcessNs = `${c().namespace}-inprocess`;
+    const byDaemon = await pull(estargzRef, [...viaDaemon, '--json'], daemonNs);
+    assert.equal(byDaemon.code, 0, `${byDaemon.stderr}\n${await s.logs()}`);
+    const events = await pullEvents();
+    assert.equal(events.length, before + 1, 'the daemon logged one pull');
+    assert.ok(events[events.length - 1]!.includes(estargzRef), events[events.length - 1]);
+    const byCli = await pull(estargzRef, ['--no-daemon', '--json'], inProcessNs);
+    assert.equal(byCli.code, 0, byCli.stderr);
+    assert.equal((await pullEvents()).length, before + 1, '--no-daemon pulls in the CLI');
+    const daemonJson = JSON.parse(byDaemon.stdout) as JsonPull & { seconds: number };
+    const cliJson = JSON.parse(byCli.stdout) as JsonPull & { seconds: number };
+    assert.deepEqual(Object.keys(daemonJson).sort(), Object.keys(cliJson).sort());
+    const comparable = (j: JsonPull & { seconds: number }): unknown => ({ ...j, namespace: undefined, seconds: undefined });
+    assert.deepEqual(comparable(daemonJson), comparable(cliJson));
+    assert.equal(daemonJson.namespace, daemonNs);
+    assert.deepEqual(daemonJson.layers.map((l) => l.mode), daemonJson.layers.map(() => 'lazy'));
+    assert.equal(await run(estargzRef, PROBE, daemonNs), PROBE_OUTPUT);
+
+    // Text output, a relative containerd socket (resolved where the user is, not where the daemon runs),
+    // and CONTAINERD_NAMESPACE as ctr reads it.
+    const textNs = `${c().namespace}-daemon-text`;
+    const relative = await runCli(['pull', plainRef, '--address', basename(c().address), '--plain-http', ...viaDaemon], {
+      cwd: dirname(c().address),
+      env: { CONTAINERD_NAMESPACE: textNs },
+      timeoutMs: 240_000,
+    });
+    assert.equal(relative.code, 0, relative.stderr);
+    assert.equal((await pullEvents()).length, before + 2);
+    const manifest = await registryManifest((registry as RegistryFixture).host, 'pull/plain', 'v1');
+    const lines = relative.stdout.split('\n').filter((l) => l.startsWith('  '));
+    for (const [i, layer] of manifest.layers.entries()) assert.match(lines[i]!, new RegExp(`^\\s+fetched\\s+${layer.digest} \\(${layer.size} bytes\\)$`), relative.stdout);
+    assert.match(relative.stdout, new RegExp(`^${plainRef.replace(/[.]/g, '\\.')}: sha256:[0-9a-f]{64} .*3 layers: 0 lazy, 3 fetched, 0 existing; snapshotter lazypull, namespace ${textNs}, [0-9.]+ s$`, 'm'));
+    assert.equal(await run(plainRef, [], textNs), HELLO_TEXT);
+
+    // Errors come back as the CLI prints them, and the daemon stays up.
+    const missing = await pull(`${(registry as RegistryFixture).host}/pull/missing:v9`, viaDaemon);
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.stderr, /^lazypull: .*pull\/missing.*\[LAZYPULL_ERR_REGISTRY_NOT_FOUND\]\n$/s);
+    const noSocket = join(work, 'no-such-dir', 'containerd.sock');
+    const noContainerd = await runCli(['pull', plainRef, '--address', noSocket, '--plain-http', ...viaDaemon]);
+    assert.notEqual(noContainerd.code, 0);
+    assert.ok(noContainerd.stderr.includes(`containerd socket ${noSocket} does not exist`), noContainerd.stderr);
+    assert.match((await s.logs()), /"event":"pull_failed"/);
+    assert.equal((await pull(estargzRef, [...viaDaemon, '--json'], daemonNs)).code, 0, 'the daemon still pulls');
+
+    // A socket that is not there: said, and the CLI pulls itself.
+    const gone = await pull(plainRef, ['--snapshotter-address', join(work, 'no-daemon.sock')], `${c().namespace}-nodaemon`);
+    assert.equal(gone.code, 0, gone.stderr);
+    assert.ok(gone.stderr.includes(`no pull service at ${join(work, 'no-daemon.sock')} (ENOENT); pulling in this process`), gone.stderr);
+    assert.match(gone.stdout, /3 layers: 0 lazy, 3 fetched/);
   });
 
   it('(d) errors: an unknown image names the reference; a missing socket or snapshotter is explained', async function () {

@@ -118,6 +118,8 @@ describe('snapshotter gRPC service', function () {
     assert.deepEqual((await list(client, ['name~=^vi', 'name==race'])).map((i) => i.name).sort(), ['race', 'view']);
     // containerd looks up a committed base layer with exactly this filter after ALREADY_EXISTS.
     assert.deepEqual((await list(client, ['labels."team"=="a b",parent==""'])).map((i) => i.name), ['base']);
+    // A filter that cannot be parsed ends the stream with INVALID_ARGUMENT (not a stream that never ends).
+    await expectCode(list(client, ['labels.team=="a b']), grpc.status.INVALID_ARGUMENT);
   });
 
   it('removes snapshots and cleans up directories nobody owns', async function () {

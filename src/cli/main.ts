@@ -124,6 +124,8 @@ program
   .option('--hosts-dir <dir>', 'registry mirrors in containerd\'s hosts.toml layout (<dir>/<registry>/hosts.toml)')
   .option('--platform <os/arch>', 'platform of a multi-platform image (default: this machine)')
   .option('--json', 'print one JSON object with the image and each layer\'s digest and mode (lazy, fetched, existing)')
+  .option('--snapshotter-address <socket>', 'the lazypull snapshotter daemon that does the pull (default $LAZYPULL_SNAPSHOTTER_ADDRESS or /run/lazypull/lazypull.sock; without one the pull runs in this process)')
+  .option('--no-daemon', 'pull in this process even if the snapshotter daemon is there')
   .action(run(lazy(() => require('./pull-command') as typeof import('./pull-command'), (m) => m.pullCommand)));
 
 program

@@ -1,10 +1,17 @@
-/** `lazypull pull`: create an image in containerd with its layers prepared through the lazypull snapshotter. */
+/**
+ * `lazypull pull`: create an image in containerd with its layers prepared
+ * through the lazypull snapshotter, in this process. The CLI's entry asks
+ * the snapshotter daemon to do it first (daemon-pull-client.ts); this runs
+ * when there is no daemon to ask, or with --no-daemon.
+ */
 import { ContainerdConnection, DEFAULT_CONTAINERD_ADDRESS, DEFAULT_CONTAINERD_NAMESPACE } from '../containerd/grpc-connection';
-import { pullResolvedImage, resolveImage, type PulledLayer, type PullResult } from '../containerd/pull-image';
+import { DEFAULT_SNAPSHOTTER } from '../containerd/defaults';
+import { pullResolvedImage, resolveImage } from '../containerd/pull-image';
 import { parsePlatform } from '../image/image-types';
 import { MirroringRegistryClient } from '../registry/mirroring-client';
 import { parseReference } from '../registry/reference';
 import { createProgress, type Progress } from './progress';
+import { layerLine, pullJson, pullSummary } from './pull-output';
 import { trace } from '../util/trace';
 
 export interface PullFlags {
@@ -15,21 +22,9 @@ export interface PullFlags {
   hostsDir?: string;
   platform?: string;
   json?: boolean;
-}
-
-export const DEFAULT_SNAPSHOTTER = 'lazypull';
-
-function layerLine(l: PulledLayer): string {
-  return `  ${l.mode.padEnd(8)} ${l.digest} (${l.size} bytes)\n`;
-}
-
-function summary(r: PullResult, seconds: number): string {
-  const count = (mode: PulledLayer['mode']): number => r.layers.filter((l) => l.mode === mode).length;
-  return (
-    `${r.name}: ${r.target.digest} (${r.platform}), ${r.layers.length} layers: ` +
-    `${count('lazy')} lazy, ${count('fetched')} fetched, ${count('existing')} existing; ` +
-    `snapshotter ${r.snapshotter}, namespace ${r.namespace}, ${seconds.toFixed(2)} s\n`
-  );
+  /** Read by the daemon client (daemon-pull-client.ts) before this command runs; here the pull runs in this process. */
+  snapshotterAddress?: string;
+  daemon?: boolean;
 }
 
 export async function pullCommand(reference: string, flags: PullFlags): Promise<void> {
@@ -72,26 +67,7 @@ export async function pullCommand(reference: string, flags: PullFlags): Promise<
       },
     });
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    if (flags.json) {
-      process.stdout.write(
-        `${JSON.stringify({
-          image: result.name,
-          digest: result.target.digest,
-          mediaType: result.target.mediaType,
-          manifest: result.manifestDigest,
-          config: result.configDigest,
-          platform: result.platform,
-          snapshotter: result.snapshotter,
-          namespace: result.namespace,
-          chainId: result.chainId,
-          created: result.created,
-          layers: result.layers,
-          seconds: Number(seconds.toFixed(3)),
-        })}\n`,
-      );
-    } else {
-      process.stdout.write(summary(result, seconds));
-    }
+    process.stdout.write(flags.json ? pullJson(result, seconds) : pullSummary(result, seconds));
   } finally {
     progress?.stop();
     conn?.close();

@@ -17,8 +17,9 @@ import { ContainerdError, fromCallError } from './containerd-errors';
 /** proto/ at the package root (this file runs from dist/src/containerd). */
 export const CONTAINERD_PROTO_DIR = join(__dirname, '..', '..', '..', 'proto');
 
-export const DEFAULT_CONTAINERD_ADDRESS = '/run/containerd/containerd.sock';
-export const DEFAULT_CONTAINERD_NAMESPACE = 'default';
+import { DEFAULT_CONTAINERD_ADDRESS, DEFAULT_CONTAINERD_NAMESPACE } from './defaults';
+
+export { DEFAULT_CONTAINERD_ADDRESS, DEFAULT_CONTAINERD_NAMESPACE };
 
 const SERVICES = {
   content: { file: 'containerd/services/content/v1/content.proto', path: 'containerd.services.content.v1.Content' },
@@ -128,6 +129,12 @@ export class ContainerdConnection {
     }
     trace(`connected to ${address} (namespace ${namespace})`);
     return conn;
+  }
+
+  /** The same channel, for calls in another namespace (a daemon serving many clients keeps one channel). */
+  inNamespace(namespace: string): ContainerdConnection {
+    if (namespace === '') throw new ContainerdError('INVALID_ARGUMENT', 'containerd namespace must not be empty', { address: this.address });
+    return new ContainerdConnection(this.address, namespace, this.shared, this.lease);
   }
 
   /** The same channel and namespace; every call carries `containerd-lease: id`. */

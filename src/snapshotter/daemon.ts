@@ -1,6 +1,7 @@
 /**
  * The snapshotter daemon: remote layers re-mounted (or adopted) first, then
- * the Snapshots service on its unix socket, optional metrics. Stopping the
+ * the Snapshots service (and the pull service `lazypull pull` uses) on its
+ * unix socket, optional metrics. Stopping the
  * daemon leaves the layer servers running, so containers keep their
  * filesystems across a restart.
  */
@@ -13,6 +14,7 @@ import type { DaemonConfig } from './daemon-config';
 import { FuseProcessLayers } from './fuse-process-layers';
 import { serveSnapshots } from './grpc-service';
 import { DaemonMetrics } from './metrics';
+import { PullService, pullServiceDefinition } from './pull-service';
 import { Snapshotter } from './snapshotter';
 
 export interface RunningDaemon {
@@ -59,7 +61,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   });
   // Before the socket accepts anything: containers started earlier must find their layers.
   await snapshotter.restoreRemoteLayers();
-  const grpcServer: GrpcServer = await serveSnapshots(snapshotter, config.address, log, (m, c, s) => metrics.observe(m, c, s));
+  // `lazypull pull` asks the daemon to pull on the same socket (pull-protocol.ts).
+  const pulls = new PullService(log);
+  const grpcServer: GrpcServer = await serveSnapshots(snapshotter, config.address, log, (m, c, s) => metrics.observe(m, c, s), [
+    { definition: pullServiceDefinition(), handlers: pulls.handlers() },
+  ]);
   let metricsServer: HttpServer | undefined;
   if (config.metricsAddress) metricsServer = await metrics.listen(config.metricsAddress);
   log({ level: 'info', event: 'started', address: config.address, root: config.root, metrics: config.metricsAddress });
@@ -68,6 +74,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     metrics,
     async stop() {
       await new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
+      pulls.close();
       if (metricsServer) await new Promise<void>((resolve) => metricsServer!.close(() => resolve()));
       await snapshotter.close();
       await fs.rm(config.address, { force: true });

@@ -111,7 +111,8 @@ export function snapshotsHandlers(snapshotter: Snapshotter, log: Log, observe: O
         call.end();
       } catch (err) {
         const code = err instanceof SnapshotError ? err.grpcCode : grpc.status.INTERNAL;
-        call.destroy(Object.assign(new Error((err as Error).message), { code }));
+        // grpc-js turns an 'error' event into the call's status; destroy() would end the stream without one.
+        call.emit('error', Object.assign(new Error((err as Error).message), { code }));
       }
     },
     Usage: unary<KeyRequest, unknown>('Usage', log, observe, (r) => snapshotter.usage(r.key)),
@@ -122,12 +123,19 @@ export function snapshotsHandlers(snapshotter: Snapshotter, log: Log, observe: O
   };
 }
 
+/** Another service on the same socket (the daemon's pull service). */
+export interface ExtraService {
+  definition: grpc.ServiceDefinition;
+  handlers: grpc.UntypedServiceImplementation;
+}
+
 /** Serve on a unix socket (a stale socket file from a previous run is replaced). */
-export async function serveSnapshots(snapshotter: Snapshotter, socketPath: string, log: Log, observe?: Observe): Promise<grpc.Server> {
+export async function serveSnapshots(snapshotter: Snapshotter, socketPath: string, log: Log, observe?: Observe, extra: ExtraService[] = []): Promise<grpc.Server> {
   await fs.mkdir(dirname(socketPath), { recursive: true });
   await fs.rm(socketPath, { force: true });
   const server = new grpc.Server();
   server.addService(loadSnapshotsService(), snapshotsHandlers(snapshotter, log, observe));
+  for (const service of extra) server.addService(service.definition, service.handlers);
   await new Promise<void>((resolve, reject) => {
     server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
   });
