@@ -179,6 +179,7 @@ describe('lazypull pull: images into containerd through the lazypull snapshotter
   let plainRef = '';
   let estargzRef = '';
   let counter = 0;
+  let imageDir = '';
 
   before(async function () {
     requireRoot(this);
@@ -191,6 +192,7 @@ describe('lazypull pull: images into containerd through the lazypull snapshotter
 
     work = await mkdtemp(join(tmpdir(), 'lzp-pull-'));
     const image = await buildBusyboxImage(join(work, 'src'), 'v1');
+    imageDir = image.dir;
     registry = await startRegistry();
     plainRef = `${registry.host}/pull/plain:v1`;
     estargzRef = `${registry.host}/pull/estargz:v1`;
@@ -321,16 +323,22 @@ describe('lazypull pull: images into containerd through the lazypull snapshotter
       return;
     }
 
-    // The same image pulled by the daemon and by the CLI itself, each into a namespace of its own.
+    // An image no earlier test pulled (other gzip level: other diff IDs, so no layer is on the node yet),
+    // pulled by the daemon and by the CLI itself, each into a namespace of its own.
+    const freshRef = `${(registry as RegistryFixture).host}/pull/estargz-daemon:v1`;
+    await runCliOk(['convert', `oci:${imageDir}:v1`, freshRef, '--plain-http', '--level', '1'], { timeoutMs: 120_000 });
     const before = (await pullEvents()).length;
+    const fuseMounts = async (): Promise<number> => (await listMounts()).filter((m) => m.mountpoint.startsWith(`${s.root}/`) && m.fstype.startsWith('fuse')).length;
+    const mountsBefore = await fuseMounts();
     const daemonNs = `${c().namespace}-daemon`;
     const inProcessNs = `${c().namespace}-inprocess`;
-    const byDaemon = await pull(estargzRef, [...viaDaemon, '--json'], daemonNs);
+    const byDaemon = await pull(freshRef, [...viaDaemon, '--json'], daemonNs);
     assert.equal(byDaemon.code, 0, `${byDaemon.stderr}\n${await s.logs()}`);
+    const mountsAfter = await fuseMounts();
     const events = await pullEvents();
     assert.equal(events.length, before + 1, 'the daemon logged one pull');
-    assert.ok(events[events.length - 1]!.includes(estargzRef), events[events.length - 1]);
-    const byCli = await pull(estargzRef, ['--no-daemon', '--json'], inProcessNs);
+    assert.ok(events[events.length - 1]!.includes(freshRef), events[events.length - 1]);
+    const byCli = await pull(freshRef, ['--no-daemon', '--json'], inProcessNs);
     assert.equal(byCli.code, 0, byCli.stderr);
     assert.equal((await pullEvents()).length, before + 1, '--no-daemon pulls in the CLI');
     const daemonJson = JSON.parse(byDaemon.stdout) as JsonPull & { seconds: number };
@@ -340,7 +348,11 @@ describe('lazypull pull: images into containerd through the lazypull snapshotter
     assert.deepEqual(comparable(daemonJson), comparable(cliJson));
     assert.equal(daemonJson.namespace, daemonNs);
     assert.deepEqual(daemonJson.layers.map((l) => l.mode), daemonJson.layers.map(() => 'lazy'));
-    assert.equal(await run(estargzRef, PROBE, daemonNs), PROBE_OUTPUT);
+    // The daemon started mounting each layer before containerd's Prepare, and each Prepare took that mount: one FUSE mount a layer.
+    const ahead = (await readFile(join(work, 'snapshotter.log'), 'utf8')).split('\n').filter((l) => l.includes('"event":"mount_ahead"'));
+    for (const layer of daemonJson.layers) assert.ok(ahead.some((l) => l.includes(layer.digest)), `mount_ahead for ${layer.digest}:\n${ahead.join('\n')}`);
+    assert.equal(mountsAfter - mountsBefore, daemonJson.layers.length, 'one FUSE mount per layer: no mount left unclaimed');
+    assert.equal(await run(freshRef, PROBE, daemonNs), PROBE_OUTPUT);
 
     // Text output, a relative containerd socket (resolved where the user is, not where the daemon runs),
     // and CONTAINERD_NAMESPACE as ctr reads it.

@@ -202,6 +202,7 @@ async function serveLayer(refText: string, layerDigest: string, mountpoint: stri
     cache = new TieredChunkCache(new MemoryChunkCache(memoryBytes), await DiskChunkCache.open(cacheDir, cacheBytes), {
       onWriteError: (digest, error) => log({ event: 'cache_write_failed', digest, error: error.message }),
     });
+    trace('server.cache-opened');
     reader = new LayerReader(layer.index, layer.blob, { label: layerDigest, cache, readTimeoutMs, log });
     const ops = new LayerFuseOps(layer.index, reader, { readTimeoutMs: readTimeoutMs + 2000, log });
     if (stopRequested) throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `interrupted by ${stopRequested} before mounting`);

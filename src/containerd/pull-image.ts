@@ -80,6 +80,12 @@ export interface PullImageOptions {
   onLayerProgress?: (layer: { index: number; digest: string; size: number }, done: number) => void;
   /** Each layer as soon as it is ready. */
   onLayer?: (layer: PulledLayer) => void;
+  /**
+   * The layers about to be prepared, bottom first, with the labels their
+   * Prepare will carry: called once, before the first Prepare, so that a
+   * snapshotter in the same process can start on them early.
+   */
+  onLayersToPrepare?: (layers: Array<{ index: number; labels: Record<string, string> }>) => void;
 }
 
 /**
@@ -205,7 +211,12 @@ export async function pullResolvedImage(
   const sourceLabel = { [`${LABEL_DISTRIBUTION_SOURCE}${ref.registry === DOCKER_HUB_REGISTRY ? 'docker.io' : ref.registry}`]: ref.repository };
 
   // Fails fast (before anything is written) when the snapshotter is unknown to containerd.
-  const topExists = chain.length > 0 && (await new SnapshotsClient(conn, opts.snapshotter).stat(chain[chain.length - 1]!)) !== undefined;
+  const lookup = new SnapshotsClient(conn, opts.snapshotter);
+  const topExists = chain.length > 0 && (await lookup.stat(chain[chain.length - 1]!)) !== undefined;
+  // Below a missing top, any layer may be there already (a shared base): looked up all at once.
+  const present = topExists ? chain.map(() => true) : await Promise.all(chain.map(async (id, i) => i < chain.length - 1 && (await lookup.stat(id)) !== undefined));
+  const labelsOf = (i: number): Record<string, string> => snapshotLabels(name, layers[i]!, chain[i]!, layers.slice(i + 1));
+  opts.onLayersToPrepare?.(present.flatMap((there, index) => (there ? [] : [{ index, labels: labelsOf(index) }])));
 
   return withLease(conn, async (leased) => {
     const content = new ContentStore(leased);
@@ -237,9 +248,7 @@ export async function pullResolvedImage(
     for (const [i, layer] of layers.entries()) {
       const base = { index: i, digest: layer.digest, mediaType: layer.mediaType, size: layer.size, diffId: diffIds[i]!, chainId: chain[i]! };
       let mode: LayerMode;
-      // The top layer's chain was looked up above already.
-      const last = i === layers.length - 1;
-      if (topExists || (!last && (await snapshots.stat(base.chainId)) !== undefined)) {
+      if (present[i]) {
         mode = 'existing';
       } else {
         mode = await prepareLayer({
@@ -252,7 +261,7 @@ export async function pullResolvedImage(
           diffId: base.diffId,
           chainId: base.chainId,
           parent: i === 0 ? '' : chain[i - 1]!,
-          labels: snapshotLabels(name, layer, base.chainId, layers.slice(i + 1)),
+          labels: labelsOf(i),
           sourceLabel,
           onProgress: opts.onLayerProgress ? (done) => opts.onLayerProgress!({ index: i, digest: layer.digest, size: layer.size }, done) : undefined,
         });

@@ -26,6 +26,7 @@ import { isGzipLayer, isImageIndex, isImageManifest } from '../registry/media-ty
 import { formatReference, validateDigest, withDigest, type ImageReference } from '../registry/reference';
 import { RemoteBlob } from '../registry/remote-blob';
 import { LayerIndex } from './layer-index';
+import { trace } from '../util/trace';
 
 export interface OpenRemoteLayerOptions {
   client: RegistryClient;
@@ -96,6 +97,7 @@ export async function openRemoteLayer(opts: OpenRemoteLayerOptions): Promise<Rem
   if (opts.tocDigest !== undefined) {
     validateDigest(opts.tocDigest);
     const { blob, tail } = await RemoteBlob.openTail(client, ref, layerDigest, TOC_TAIL_BYTES);
+    trace('server.tail-fetched');
     return indexLayer(blob, tail, opts.tocDigest, true, label);
   }
 
@@ -134,6 +136,7 @@ async function findLayerDescriptor(
 async function indexLayer(blob: RemoteBlob, tail: Buffer, expected: string | undefined, verify: boolean, label: string): Promise<RemoteLayer> {
   const layerDigest = blob.digest;
   const { toc, tocDigest, tocOffset } = await readBlobToc(blob, label, undefined, tail);
+  trace('server.toc-parsed');
   if (expected === undefined && verify) {
     throw new LazypullError(
       'LAZYPULL_ERR_DIGEST_MISMATCH',

@@ -62,7 +62,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   // Before the socket accepts anything: containers started earlier must find their layers.
   await snapshotter.restoreRemoteLayers();
   // `lazypull pull` asks the daemon to pull on the same socket (pull-protocol.ts).
-  const pulls = new PullService(log);
+  const pulls = new PullService({ log, mountAhead: (layers) => snapshotter.mountAhead(layers) });
   const grpcServer: GrpcServer = await serveSnapshots(snapshotter, config.address, log, (m, c, s) => metrics.observe(m, c, s), [
     { definition: pullServiceDefinition(), handlers: pulls.handlers() },
   ]);

@@ -11,6 +11,7 @@
 import { isAbsolute } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { isLazypullError, LazypullError, redact, toError } from '../errors';
+import { DEFAULT_SNAPSHOTTER } from '../containerd/defaults';
 import { ContainerdConnection } from '../containerd/grpc-connection';
 import { pullResolvedImage, resolveImage, type PullResult } from '../containerd/pull-image';
 import { parsePlatform } from '../image/image-types';
@@ -78,11 +79,26 @@ export function checkPullRequest(value: unknown): PullRequest {
   };
 }
 
+export interface PullServiceOptions {
+  log: Log;
+  /**
+   * Start mounting these layers now (Snapshotter.mountAhead). Used when the
+   * pull prepares layers with `ownName`: containerd's Prepare for them will
+   * then come to this daemon (a daemon cannot ask containerd under which
+   * name it is configured; `lazypull` is the name the docs give it).
+   */
+  mountAhead?: (layers: Array<Record<string, string>>) => void;
+  ownName?: string;
+}
+
 export class PullService {
   /** One channel per containerd socket, shared by every pull and namespace. */
   private readonly connections = new Map<string, Promise<ContainerdConnection>>();
+  private readonly log: Log;
 
-  constructor(private readonly log: Log) {}
+  constructor(private readonly opts: PullServiceOptions) {
+    this.log = opts.log;
+  }
 
   handlers(): grpc.UntypedServiceImplementation {
     return { Pull: (call: grpc.ServerWritableStream<unknown, PullEvent>) => void this.serve(call) };
@@ -149,6 +165,10 @@ export class PullService {
           send({ progress: { ...layer, done } });
         },
         onLayer: (layer) => send({ layer }),
+        // The layers' TOCs load while containerd is asked to prepare them.
+        ...(this.opts.mountAhead && request.snapshotter === (this.opts.ownName ?? DEFAULT_SNAPSHOTTER)
+          ? { onLayersToPrepare: (layers) => this.opts.mountAhead!(layers.map((l) => l.labels)) }
+          : {}),
       });
     } finally {
       await registry.close();

@@ -204,6 +204,22 @@ export class Snapshotter {
     }
   }
 
+  /**
+   * Start mounting layers that a Prepare with these labels will ask for
+   * soon (`lazypull pull` in this daemon knows them before containerd
+   * calls): their TOCs load while containerd gets ready. Without remote
+   * layers, or for a layer already on its way, nothing happens.
+   */
+  mountAhead(layers: Array<Record<string, string>>): void {
+    if (!this.opts.remote) return;
+    // A layer this daemon serves already (for another containerd namespace) is not mounted again: containerd finds it by its chain ID.
+    const missing = layers.filter((labels) => !(labels[LABEL_TARGET_REF] && this.store.get(labels[LABEL_TARGET_REF]!)));
+    for (const labels of missing.slice(0, MAX_LAYERS_AHEAD + 1)) {
+      this.log({ level: 'debug', event: 'mount_ahead', layer: this.opts.remote.layerKey(labels) });
+      this.stage(labels);
+    }
+  }
+
   /** Mount a layer before containerd asks for it; unclaimed mounts are dropped after a while. */
   private stage(labels: Record<string, string>): void {
     const remote = this.opts.remote!;
