@@ -49,7 +49,8 @@ export interface Inode {
   devMajor: number;
   devMinor: number;
   linkName?: string;
-  xattrs: Map<string, Buffer>;
+  /** Read-only: inodes without extended attributes share one empty map. */
+  xattrs: ReadonlyMap<string, Buffer>;
   /** Regular files: chunks ordered by fileOffset. */
   chunks: Chunk[];
   /** sha256 of the whole file (regular files). */
@@ -85,9 +86,12 @@ function modtimeParser(): (text: string | undefined) => number {
   };
 }
 
-function decodeXattrs(entry: TocEntry, where: () => string): Map<string, Buffer> {
+/** Shared by every inode without xattrs: a layer has thousands of inodes and seldom any xattr, and each Map costs memory and GC time at mount. */
+const NO_XATTRS: ReadonlyMap<string, Buffer> = new Map();
+
+function decodeXattrs(entry: TocEntry, where: () => string): ReadonlyMap<string, Buffer> {
+  if (entry.xattrs === undefined) return NO_XATTRS;
   const out = new Map<string, Buffer>();
-  if (entry.xattrs === undefined) return out;
   for (const [name, value] of Object.entries(entry.xattrs)) {
     if (typeof value !== 'string') throw indexError(`${where()}: xattr ${name} is not base64 text`);
     out.set(name, Buffer.from(value, 'base64'));
@@ -247,7 +251,7 @@ export class LayerIndex {
     }
     for (const dir of opaqueDirs) {
       const node = byName.get(dir);
-      if (node?.children) node.xattrs.set(OPAQUE_XATTR, Buffer.from('y'));
+      if (node?.children) node.xattrs = new Map(node.xattrs).set(OPAQUE_XATTR, Buffer.from('y'));
     }
     for (const node of this.inodes.values()) {
       if (node.chunks.length > 1) node.chunks.sort((a, b) => a.fileOffset - b.fileOffset);
@@ -264,7 +268,7 @@ export class LayerIndex {
   private newInode(mode: number): Inode {
     const node: Inode = {
       ino: this.nextIno++, mode, uid: 0, gid: 0, size: 0, mtime: 0, nlink: 1, rdev: 0, devMajor: 0, devMinor: 0,
-      xattrs: new Map(), chunks: [],
+      xattrs: NO_XATTRS, chunks: [],
     };
     if ((mode & S_IFMT) === S_IFDIR) node.nlink = 2;
     this.inodes.set(node.ino, node);
