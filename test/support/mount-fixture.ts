@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
+import { S_IFCHR, S_IFDIR } from '../../src/fs/layer-index';
 import { cleanupOnExit } from '../../src/sandbox/exit-cleanup';
 import { RegistryClient } from '../../src/registry/client';
 import { parseReference, withDigest, type ImageReference } from '../../src/registry/reference';
@@ -289,10 +290,6 @@ export async function extractWithTar(archive: string, dest: string): Promise<voi
   await execFileP('tar', ['--xattrs', '--xattrs-include=*', '--numeric-owner', '-xpf', archive, '-C', dest], { maxBuffer: 64 << 20 });
 }
 
-export const S_IFMT = 0o170000;
-export const S_IFDIR = 0o040000;
-export const S_IFREG = 0o100000;
-export const S_IFCHR = 0o020000;
 const OPAQUE_HEX = Buffer.from('y').toString('hex');
 const ESTARGZ_ONLY = new Set(['stargz.index.json', '.prefetch.landmark', '.no.prefetch.landmark']);
 
