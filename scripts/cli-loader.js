@@ -244,7 +244,9 @@ function start() {
   }
   client.pullThroughDaemon(process.argv.slice(3)).then(
     (handled) => {
-      if (!handled) main();
+      // Done: output is written (synchronously, for files and pipes on Linux), nothing else is pending.
+      if (handled) process.exit();
+      main();
     },
     (err) => {
       // Not expected: the client prints its own errors. Output may have begun, so no second pull.

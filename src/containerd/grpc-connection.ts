@@ -51,6 +51,16 @@ function serviceConstructors(): Record<ServiceName, grpc.ServiceClientConstructo
   return built;
 }
 
+/**
+ * Parse containerd's API definitions now rather than at the first
+ * connection (25-30 ms): a long-running process that will talk to
+ * containerd later (the snapshotter daemon, for `lazypull pull`) calls
+ * this while idle, so that the first request does not pay for it.
+ */
+export function loadContainerdApi(): void {
+  serviceConstructors();
+}
+
 function tracing(): boolean {
   return (process.env.LAZYPULL_DEBUG ?? '').split(',').some((n) => n.trim() === '*' || n.trim() === 'containerd');
 }

@@ -12,7 +12,7 @@ import { isAbsolute } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { isLazypullError, LazypullError, redact, toError } from '../errors';
 import { DEFAULT_SNAPSHOTTER } from '../containerd/defaults';
-import { ContainerdConnection } from '../containerd/grpc-connection';
+import { ContainerdConnection, loadContainerdApi } from '../containerd/grpc-connection';
 import { pullResolvedImage, resolveImage, type PullResult } from '../containerd/pull-image';
 import { parsePlatform } from '../image/image-types';
 import { MirroringRegistryClient } from '../registry/mirroring-client';
@@ -98,6 +98,14 @@ export class PullService {
 
   constructor(private readonly opts: PullServiceOptions) {
     this.log = opts.log;
+    // Off the first pull's path: it would otherwise parse containerd's protos while the user waits.
+    setImmediate(() => {
+      try {
+        loadContainerdApi();
+      } catch (err) {
+        this.log({ level: 'warn', event: 'containerd_api_load_failed', error: toError(err).message });
+      }
+    }).unref();
   }
 
   handlers(): grpc.UntypedServiceImplementation {
