@@ -51,6 +51,26 @@ describe('readiness probes', function () {
     assert.ok(gaps.every((g) => g < 5000 / 2), `retry gaps should stay below the period: ${gaps.join(', ')}`);
   });
 
+  it('counts a retry interval from the start of the failed probe, not its end (a slow exec is not added to it)', async function () {
+    // The first run takes 250 ms (longer than the 100 ms retry interval) and fails; the second passes.
+    const ends: number[] = [];
+    const { runs, exec } = scriptedExec((run) => (run === 0 ? 1 : 0));
+    const slowExec = async (): Promise<number> => {
+      const code = await exec();
+      if (runs.length === 1) await sleep(250);
+      ends.push(Date.now());
+      return code;
+    };
+    let changes = 0;
+    tracker = new ReadinessTracker(slowExec, () => changes++);
+    assert.equal(await tracker.observe('c4', probe(5), Date.now() * 1e6), false);
+    await waitFor(() => changes > 0, 4000);
+    assert.equal(runs.length, 2);
+    // Counted from the end, the retry would begin 100 ms after the slow run; from its start, it is due at once.
+    const idle = runs[1]! - ends[0]!;
+    assert.ok(idle < FIRST_READY_RETRY_MS / 2, `the retry began ${idle} ms after the slow probe ended`);
+  });
+
   it('stops retrying early once the backoff reaches the period', async function () {
     // Never passes: with a 0.3 s period the retries go 0.1, 0.2, then 0.3 s each.
     const { runs, exec } = scriptedExec(() => 1);

@@ -13,6 +13,10 @@
  * hold up the rollout's next wave) for a whole period. After the first
  * success the probe runs every `periodSeconds`, exactly as specified.
  *
+ * Intervals run from the start of one probe to the start of the next, as a
+ * kubelet's ticker runs them: an exec probe takes 40-100 ms itself, and
+ * counting the interval from its end would add that to every retry.
+ *
  * The tracker knows nothing of CRI: it is given a function that runs a
  * command in a container and answers with the exit code.
  */
@@ -57,6 +61,7 @@ class ContainerProber {
 
   private async runOnce(): Promise<void> {
     if (this.stopped) return;
+    const began = Date.now();
     const timeoutSec = Math.max(1, Math.ceil(this.probe.timeoutSeconds || 1));
     let ok = false;
     try {
@@ -75,12 +80,13 @@ class ContainerProber {
       if (this.ready && this.failures >= Math.max(1, this.probe.failureThreshold || 3)) this.set(false);
     }
     const periodMs = Math.max(MIN_PERIOD_MS, (this.probe.periodSeconds || 10) * 1000);
-    if (this.everReady || this.nextRetryMs >= periodMs) {
-      this.schedule(periodMs);
-    } else {
-      this.schedule(this.nextRetryMs);
+    let intervalMs = periodMs;
+    if (!this.everReady && this.nextRetryMs < periodMs) {
+      intervalMs = this.nextRetryMs;
       this.nextRetryMs *= 2;
     }
+    // A probe that took longer than the interval is followed at once.
+    this.schedule(Math.max(0, began + intervalMs - Date.now()));
   }
 
   private set(ready: boolean): void {
