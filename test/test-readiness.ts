@@ -71,6 +71,15 @@ describe('readiness probes', function () {
     assert.ok(idle < FIRST_READY_RETRY_MS / 2, `the retry began ${idle} ms after the slow probe ended`);
   });
 
+  it('a container tracked at its start is probed at once; a listing afterwards reuses that verdict', async function () {
+    const { runs, exec } = scriptedExec(() => 0);
+    tracker = new ReadinessTracker(exec);
+    await tracker.track('c5', probe(5), Date.now());
+    assert.equal(runs.length, 1, 'the first probe ran before track() resolved');
+    assert.equal(await tracker.observe('c5', probe(5), Date.now() * 1e6), true);
+    assert.equal(runs.length, 1, 'observe() did not probe again');
+  });
+
   it('stops retrying early once the backoff reaches the period', async function () {
     // Never passes: with a 0.3 s period the retries go 0.1, 0.2, then 0.3 s each.
     const { runs, exec } = scriptedExec(() => 1);

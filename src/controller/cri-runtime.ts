@@ -26,7 +26,7 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { CriClient, isCriStatus } from '../cri/cri-client';
-import type { Container, ContainerConfig, ContainerStatus, PodSandboxConfig, PodSandboxStatus } from '../cri/cri-types';
+import type { Container, ContainerConfig, ContainerStatus, PodSandbox, PodSandboxConfig, PodSandboxStatus } from '../cri/cri-types';
 import { LazypullError } from '../errors';
 import { LABEL_CLONESET, LABEL_POD_NAME, LABEL_REVISION } from './pod-labels';
 import { ReadinessTracker } from './readiness';
@@ -76,6 +76,8 @@ export class CriPodRuntime implements PodRuntime {
   private readonly readiness: ReadinessTracker;
   /** Images known to be on the node (pulled by this process). */
   private readonly present = new Set<string>();
+  /** What CreateContainer needs of a sandbox, by id: its metadata, labels and annotations never change. */
+  private readonly sandboxConfigs = new Map<string, PodSandboxConfig>();
 
   constructor(cri: CriClient, private readonly opts: CriPodRuntimeOptions) {
     this.cri = cri;
@@ -121,14 +123,25 @@ export class CriPodRuntime implements PodRuntime {
     };
   }
 
-  /** The config a sandbox was created with, rebuilt from its status (what CreateContainer needs again). */
+  /** The config a sandbox was created with, rebuilt from its immutable fields (what CreateContainer needs again). */
+  private rememberSandboxConfig(sandbox: Pick<PodSandbox, 'id' | 'metadata' | 'labels' | 'annotations'>): PodSandboxConfig | undefined {
+    if (sandbox.metadata === null) return undefined;
+    const config = this.sandboxConfig(sandbox.metadata.name, sandbox.metadata.uid, sandbox.labels, sandbox.annotations, { labels: {}, annotations: {}, containers: [] });
+    const full = { ...config, metadata: sandbox.metadata, portMappings: undefined };
+    this.sandboxConfigs.set(sandbox.id, full);
+    return full;
+  }
+
+  /** As the last listing showed it (it cannot have changed since), else from the sandbox's status. */
   private async existingSandboxConfig(sandboxId: string): Promise<PodSandboxConfig> {
+    const known = this.sandboxConfigs.get(sandboxId);
+    if (known !== undefined) return known;
     const status = (await this.cri.podSandboxStatus(sandboxId)).status;
-    if (status === null || status.metadata === null) {
+    const config = status === null ? undefined : this.rememberSandboxConfig(status);
+    if (config === undefined) {
       throw new LazypullError('LAZYPULL_ERR_CRI', `pod sandbox ${sandboxId} has no status`, { method: 'PodSandboxStatus', podSandboxId: sandboxId });
     }
-    const config = this.sandboxConfig(status.metadata.name, status.metadata.uid, status.labels, status.annotations, { labels: {}, annotations: {}, containers: [] });
-    return { ...config, metadata: status.metadata, portMappings: undefined };
+    return config;
   }
 
   private containerConfig(spec: ContainerSpec, pod: string, set: string, revision: string, attempt: number): ContainerConfig {
@@ -175,6 +188,7 @@ export class CriPodRuntime implements PodRuntime {
     const sandboxConfig = await this.existingSandboxConfig(pod.sandboxId);
     const set = sandboxConfig.labels?.[LABEL_CLONESET] ?? '';
     const all = await this.cri.listContainers({ podSandboxId: pod.sandboxId });
+    const firstProbes: Array<Promise<void>> = [];
     for (const spec of specs) {
       const mine = all.filter((c) => c.labels[LABEL_CONTAINER] === spec.name).sort(newestFirst);
       const newest = mine[0];
@@ -190,20 +204,27 @@ export class CriPodRuntime implements PodRuntime {
       const previous = mine.filter((c) => c.id !== targetId);
       // Stop the old one(s); keep the most recent dead one, remove the older.
       for (const old of previous) {
+        // Its pod's gate is closed: a probe now would only race the stop (and cost an exec).
+        this.readiness.forget(old.id);
         if (old.state === 'CONTAINER_RUNNING' || old.state === 'CONTAINER_CREATED' || old.state === 'CONTAINER_UNKNOWN') {
           await this.cri.stopContainer(old.id, this.stopTimeoutSec).catch((err: unknown) => {
             if (!isCriStatus(err, 'NOT_FOUND')) throw err;
           });
         }
-        this.readiness.forget(old.id);
       }
       for (const old of previous.slice(1)) {
         await this.cri.removeContainer(old.id).catch((err: unknown) => {
           if (!isCriStatus(err, 'NOT_FOUND')) throw err;
         });
       }
-      if (target.state === 'CONTAINER_CREATED') await this.cri.startContainer(target.id);
+      if (target.state === 'CONTAINER_CREATED') {
+        await this.cri.startContainer(target.id);
+        // Probed from its start, not from the listing below: the first probe (and so its retry) comes sooner.
+        if (spec.readinessProbe) firstProbes.push(this.readiness.track(target.id, spec.readinessProbe.exec, Date.now()));
+      }
     }
+    // As a listing would: a new container's first verdict is waited for.
+    await Promise.all(firstProbes);
     return this.requirePod(pod.sandboxId);
   }
 
@@ -215,17 +236,18 @@ export class CriPodRuntime implements PodRuntime {
 
   private async removeSandbox(sandboxId: string, gracePeriodSeconds: number): Promise<void> {
     const containers = await this.cri.listContainers({ podSandboxId: sandboxId }).catch(() => [] as Container[]);
+    for (const c of containers) this.readiness.forget(c.id);
     await Promise.all(
       containers
         .filter((c) => c.state === 'CONTAINER_RUNNING')
         .map((c) => this.cri.stopContainer(c.id, Math.max(0, Math.round(gracePeriodSeconds))).catch(() => undefined)),
     );
-    for (const c of containers) this.readiness.forget(c.id);
     for (const step of [() => this.cri.stopPodSandbox(sandboxId), () => this.cri.removePodSandbox(sandboxId)]) {
       await step().catch((err: unknown) => {
         if (!isCriStatus(err, 'NOT_FOUND')) throw err;
       });
     }
+    this.sandboxConfigs.delete(sandboxId);
   }
 
   async deletePod(pod: PodState, gracePeriodSeconds: number): Promise<void> {
@@ -240,6 +262,7 @@ export class CriPodRuntime implements PodRuntime {
 
   async listPods(selector: Record<string, string>): Promise<PodState[]> {
     const sandboxes = await this.cri.listPodSandbox({ labelSelector: selector });
+    for (const s of sandboxes) if (!this.sandboxConfigs.has(s.id)) this.rememberSandboxConfig(s);
     return this.podsOf(sandboxes.map((s) => s.id));
   }
 
@@ -253,7 +276,10 @@ export class CriPodRuntime implements PodRuntime {
         try {
           status = (await this.cri.podSandboxStatus(sandboxId)).status;
         } catch (err) {
-          if (isCriStatus(err, 'NOT_FOUND')) return; // removed meanwhile
+          if (isCriStatus(err, 'NOT_FOUND')) {
+            this.sandboxConfigs.delete(sandboxId); // removed meanwhile
+            return;
+          }
           throw err;
         }
         if (status === null) return;

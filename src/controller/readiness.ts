@@ -129,6 +129,18 @@ export class ReadinessTracker {
     return prober.ready;
   }
 
+  /**
+   * Start probing a container this process has just started, before anyone
+   * lists it; resolves when the first run is over (at once if it is delayed
+   * by `initialDelaySeconds`).
+   */
+  async track(containerId: string, probe: ExecProbe, startedAtMs: number): Promise<void> {
+    if (this.probers.has(containerId)) return;
+    const prober = new ContainerProber(containerId, probe, startedAtMs, this.exec, this.onChange);
+    this.probers.set(containerId, prober);
+    await prober.first;
+  }
+
   /** Stop probing a container (stopped, replaced or gone). */
   forget(containerId: string): void {
     this.probers.get(containerId)?.stop();
