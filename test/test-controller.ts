@@ -312,6 +312,43 @@ describe('in-place upgrade controller (CloneSet over containerd CRI)', function 
     }
   });
 
+  it('CRI runtime: listings see a container or sandbox stopped behind its back; image references are repo digests', async function () {
+    const runtime = new CriPodRuntime(env!.cri, { logRoot: join(workDir, 'facts-pods'), cgroupParent: `/${env!.cgroupRoot}` });
+    try {
+      const template: PodTemplate = {
+        labels: { app: 'facts' },
+        annotations: {},
+        containers: [
+          { name: 'app', image: v1, command: SERVE_COMMAND, readinessProbe: { exec: { command: ['cat', '/app/version.txt'], initialDelaySeconds: 0, periodSeconds: 1, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 1 } } },
+          { name: 'sidecar', image: sidecar, command: SIDECAR_COMMAND },
+        ],
+      };
+      const labels = { app: 'facts', 'lazypull.io/cloneset': 'facts' };
+      const created = await runtime.createPod('facts-0', template, 'rev1', labels);
+      const [first] = await runtime.listPods(labels);
+      assert.equal(first.containersReady, true, JSON.stringify(first.containers));
+      assert.equal(first.ip, created.ip);
+      const app = first.containers.find((c) => c.name === 'app')!;
+      // The reference the controller records and compares: ContainerStatus's repo digest, not the listing's image ID.
+      assert.equal(app.imageRef, (await env!.cri.containerStatus(app.containerId)).status?.imageRef);
+      assert.match(app.imageRef, /@sha256:/);
+      const sidecarId = first.containers.find((c) => c.name === 'sidecar')!.containerId;
+      await env!.cri.stopContainer(sidecarId, 0);
+      const [stopped] = await runtime.listPods(labels);
+      assert.equal(stopped.containers.find((c) => c.name === 'sidecar')?.running, false);
+      assert.equal(stopped.containersReady, false);
+      assert.equal(stopped.terminating, false);
+      await env!.cri.stopPodSandbox(created.sandboxId);
+      const [gone] = await runtime.listPods(labels);
+      assert.equal(gone.terminating, true, 'a stopped sandbox is on its way out');
+      assert.equal(gone.containers.find((c) => c.name === 'app')?.running, false);
+      await runtime.deletePod(gone, 0);
+      assert.deepEqual(await runtime.listPods(labels), []);
+    } finally {
+      runtime.close();
+    }
+  });
+
   describe('5 replicas', function () {
     const set = 'five';
     let poller: ReadyPoller | undefined;

@@ -51,6 +51,15 @@ export interface CriPodRuntimeOptions {
   onReadinessChange?: () => void;
 }
 
+/** What ContainerStatus tells of a container that a listing does not. */
+interface ContainerFacts {
+  image: string;
+  /** The repo digest the recorded image references are compared with (ListContainers has the image ID instead). */
+  imageRef: string;
+  /** ns since the epoch; 0 before it started. */
+  startedAt: number;
+}
+
 function attemptOf(c: Container): number {
   return c.metadata?.attempt ?? 0;
 }
@@ -76,8 +85,14 @@ export class CriPodRuntime implements PodRuntime {
   private readonly readiness: ReadinessTracker;
   /** Images known to be on the node (pulled by this process). */
   private readonly present = new Set<string>();
-  /** What CreateContainer needs of a sandbox, by id: its metadata, labels and annotations never change. */
+  // What never changes once known, so that a listing of N pods costs ListPodSandbox and ListContainers, not
+  // 2 + 2N calls; states and readiness come from each listing. Entries go when a listing no longer shows them.
+  /** What CreateContainer needs of a sandbox: its metadata, labels and annotations. */
   private readonly sandboxConfigs = new Map<string, PodSandboxConfig>();
+  /** A ready sandbox's IP (its network is set up before RunPodSandbox returns). */
+  private readonly sandboxIps = new Map<string, string>();
+  /** A started container's image reference and start time. */
+  private readonly startedContainers = new Map<string, ContainerFacts>();
 
   constructor(cri: CriClient, private readonly opts: CriPodRuntimeOptions) {
     this.cri = cri;
@@ -248,6 +263,7 @@ export class CriPodRuntime implements PodRuntime {
       });
     }
     this.sandboxConfigs.delete(sandboxId);
+    this.sandboxIps.delete(sandboxId);
   }
 
   async deletePod(pod: PodState, gracePeriodSeconds: number): Promise<void> {
@@ -255,42 +271,73 @@ export class CriPodRuntime implements PodRuntime {
   }
 
   private async requirePod(sandboxId: string): Promise<PodState> {
-    const [pod] = await this.podsOf([sandboxId]);
-    if (pod === undefined) throw new LazypullError('LAZYPULL_ERR_CRI', `pod sandbox ${sandboxId} vanished`, { method: 'PodSandboxStatus', podSandboxId: sandboxId });
+    const [pod] = await this.podsOf(await this.cri.listPodSandbox({ id: sandboxId }));
+    if (pod === undefined) throw new LazypullError('LAZYPULL_ERR_CRI', `pod sandbox ${sandboxId} vanished`, { method: 'ListPodSandbox', podSandboxId: sandboxId });
     return pod;
   }
 
   async listPods(selector: Record<string, string>): Promise<PodState[]> {
-    const sandboxes = await this.cri.listPodSandbox({ labelSelector: selector });
-    for (const s of sandboxes) if (!this.sandboxConfigs.has(s.id)) this.rememberSandboxConfig(s);
-    return this.podsOf(sandboxes.map((s) => s.id));
+    // Every sandbox, selected here as CRI's label selector would: the whole list also tells which remembered ones are gone.
+    const all = await this.cri.listPodSandbox();
+    const ids = new Set(all.map((s) => s.id));
+    for (const known of [this.sandboxConfigs, this.sandboxIps]) for (const id of known.keys()) if (!ids.has(id)) known.delete(id);
+    const selected = all.filter((s) => Object.entries(selector).every(([k, v]) => s.labels[k] === v));
+    for (const s of selected) if (!this.sandboxConfigs.has(s.id)) this.rememberSandboxConfig(s);
+    return this.podsOf(selected);
   }
 
-  private async podsOf(sandboxIds: string[]): Promise<PodState[]> {
+  private async podsOf(sandboxes: PodSandbox[]): Promise<PodState[]> {
     const containers = await this.cri.listContainers();
+    const ids = new Set(containers.map((c) => c.id));
+    for (const id of this.startedContainers.keys()) if (!ids.has(id)) this.startedContainers.delete(id);
     this.readiness.retain(new Set(containers.filter((c) => c.state === 'CONTAINER_RUNNING').map((c) => c.id)));
     const pods: PodState[] = [];
     await Promise.all(
-      sandboxIds.map(async (sandboxId) => {
-        let status: PodSandboxStatus | null;
-        try {
-          status = (await this.cri.podSandboxStatus(sandboxId)).status;
-        } catch (err) {
-          if (isCriStatus(err, 'NOT_FOUND')) {
-            this.sandboxConfigs.delete(sandboxId); // removed meanwhile
-            return;
-          }
-          throw err;
-        }
-        if (status === null) return;
-        const mine = containers.filter((c) => c.podSandboxId === sandboxId);
-        pods.push(await this.podState(status, mine));
+      sandboxes.map(async (sandbox) => {
+        const ip = await this.sandboxIp(sandbox.id);
+        if (ip === undefined) return; // removed meanwhile
+        const mine = containers.filter((c) => c.podSandboxId === sandbox.id);
+        pods.push(await this.podState(sandbox, ip, mine));
       }),
     );
     return pods.sort((a, b) => a.name.localeCompare(b.name) || a.createdAt - b.createdAt);
   }
 
-  private async podState(sandbox: PodSandboxStatus, containers: Container[]): Promise<PodState> {
+  /** The sandbox's IP; undefined once it is gone. */
+  private async sandboxIp(sandboxId: string): Promise<string | undefined> {
+    const known = this.sandboxIps.get(sandboxId);
+    if (known !== undefined) return known;
+    let status: PodSandboxStatus | null;
+    try {
+      status = (await this.cri.podSandboxStatus(sandboxId)).status;
+    } catch (err) {
+      if (isCriStatus(err, 'NOT_FOUND')) return undefined;
+      throw err;
+    }
+    if (status === null) return undefined;
+    const ip = status.network?.ip ?? '';
+    if (status.state === 'SANDBOX_READY') this.sandboxIps.set(sandboxId, ip);
+    return ip;
+  }
+
+  /** A container's image reference and start time (0 before it started); undefined once it is gone. */
+  private async containerFacts(containerId: string): Promise<ContainerFacts | undefined> {
+    const known = this.startedContainers.get(containerId);
+    if (known !== undefined) return known;
+    let status: ContainerStatus | null;
+    try {
+      status = (await this.cri.containerStatus(containerId)).status;
+    } catch (err) {
+      if (isCriStatus(err, 'NOT_FOUND')) return undefined;
+      throw err;
+    }
+    if (status === null) return undefined;
+    const facts: ContainerFacts = { image: status.image?.image ?? '', imageRef: status.imageRef, startedAt: status.startedAt };
+    if (status.startedAt > 0) this.startedContainers.set(containerId, facts);
+    return facts;
+  }
+
+  private async podState(sandbox: PodSandbox, ip: string, containers: Container[]): Promise<PodState> {
     const byName = new Map<string, Container[]>();
     for (const c of containers) {
       const name = c.labels[LABEL_CONTAINER] ?? c.metadata?.name ?? '';
@@ -301,23 +348,18 @@ export class CriPodRuntime implements PodRuntime {
     for (const [name, list] of byName) {
       list.sort(newestFirst);
       const current = list[0];
-      let status: ContainerStatus | null = null;
-      try {
-        status = (await this.cri.containerStatus(current.id)).status;
-      } catch (err) {
-        if (!isCriStatus(err, 'NOT_FOUND')) throw err;
-      }
-      const running = (status?.state ?? current.state) === 'CONTAINER_RUNNING';
+      const facts = await this.containerFacts(current.id);
+      const running = facts !== undefined && current.state === 'CONTAINER_RUNNING';
       const probe = parseProbe(current.annotations[ANNOTATION_PROBE]);
       let ready = running;
-      if (running && probe !== undefined) ready = await this.readiness.observe(current.id, probe, status?.startedAt ?? 0);
+      if (running && probe !== undefined) ready = await this.readiness.observe(current.id, probe, facts?.startedAt ?? 0);
       states.push({
         name,
         containerId: current.id,
-        image: current.image?.image ?? status?.image?.image ?? '',
-        imageRef: status?.imageRef ?? '',
+        image: current.image?.image ?? facts?.image ?? '',
+        imageRef: facts?.imageRef ?? '',
         running,
-        startedAt: status?.startedAt ?? 0,
+        startedAt: facts?.startedAt ?? 0,
         ready,
         restartCount: attemptOf(current),
       });
@@ -330,7 +372,7 @@ export class CriPodRuntime implements PodRuntime {
       name: sandbox.labels[LABEL_POD_NAME] ?? sandbox.metadata?.name ?? sandbox.id,
       revision: newestRevision?.revision ?? sandbox.labels[LABEL_REVISION] ?? '',
       sandboxId: sandbox.id,
-      ip: sandbox.network?.ip ?? '',
+      ip,
       labels: sandbox.labels,
       containers: states,
       containersReady: sandboxReady && states.length > 0 && states.every((c) => c.ready),
