@@ -292,15 +292,20 @@ describe('in-place upgrade controller (CloneSet over containerd CRI)', function 
       const created = await runtime.createPod('direct-0', template(v1), 'rev1', labels);
       assert.equal(created.revision, 'rev1');
       assert.ok(env!.network.contains(created.ip));
-      const once = await runtime.updateContainersInPlace(created, template(v2), ['app'], 'rev2');
-      const twice = await runtime.updateContainersInPlace(once, template(v2), ['app'], 'rev2');
+      await runtime.updateContainersInPlace(created, template(v2), ['app'], 'rev2');
+      const [once] = await runtime.listPods(labels);
+      await runtime.updateContainersInPlace(once, template(v2), ['app'], 'rev2');
+      const [twice] = await runtime.listPods(labels);
       const app = (p: typeof once): string => p.containers.find((c) => c.name === 'app')!.containerId;
       assert.equal(app(twice), app(once), 'the second call carried on with the same container');
       assert.notEqual(app(once), app(created));
       assert.equal(twice.revision, 'rev2');
+      assert.equal(twice.containers.find((c) => c.name === 'app')?.running, true, 'the new container runs once the call returns');
       const apps = await criContainers(created.sandboxId);
       assert.deepEqual(apps.map((c) => c.metadata?.attempt).sort(), [0, 1]);
-      const listed = await runtime.listPods(labels);
+      // Readiness comes from the probe, which began at the start; a later listing shows it.
+      let listed = await runtime.listPods(labels);
+      for (const deadline = Date.now() + 10_000; !listed[0]?.containersReady && Date.now() < deadline; listed = await runtime.listPods(labels)) await sleep(50);
       assert.equal(listed.length, 1);
       assert.equal(listed[0].sandboxId, created.sandboxId);
       assert.equal(listed[0].containersReady, true, JSON.stringify(listed[0].containers));

@@ -190,7 +190,7 @@ export class CriPodRuntime implements PodRuntime {
     return this.requirePod(sandboxId);
   }
 
-  async updateContainersInPlace(pod: PodState, template: PodTemplate, changed: string[], revision: string): Promise<PodState> {
+  async updateContainersInPlace(pod: PodState, template: PodTemplate, changed: string[], revision: string): Promise<void> {
     const specs = changed.map((name) => {
       const spec = template.containers.find((c) => c.name === name);
       if (spec === undefined) {
@@ -203,7 +203,6 @@ export class CriPodRuntime implements PodRuntime {
     const sandboxConfig = await this.existingSandboxConfig(pod.sandboxId);
     const set = sandboxConfig.labels?.[LABEL_CLONESET] ?? '';
     const all = await this.cri.listContainers({ podSandboxId: pod.sandboxId });
-    const firstProbes: Array<Promise<void>> = [];
     for (const spec of specs) {
       const mine = all.filter((c) => c.labels[LABEL_CONTAINER] === spec.name).sort(newestFirst);
       const newest = mine[0];
@@ -234,13 +233,10 @@ export class CriPodRuntime implements PodRuntime {
       }
       if (target.state === 'CONTAINER_CREATED') {
         await this.cri.startContainer(target.id);
-        // Probed from its start, not from the listing below: the first probe (and so its retry) comes sooner.
-        if (spec.readinessProbe) firstProbes.push(this.readiness.track(target.id, spec.readinessProbe.exec, Date.now()));
+        // Probed from its start rather than from the next listing; the verdict comes through onReadinessChange.
+        if (spec.readinessProbe) void this.readiness.track(target.id, spec.readinessProbe.exec, Date.now());
       }
     }
-    // As a listing would: a new container's first verdict is waited for.
-    await Promise.all(firstProbes);
-    return this.requirePod(pod.sandboxId);
   }
 
   /** No pod conditions in CRI: the controller's record is the gate. */

@@ -157,8 +157,11 @@ export interface PodRuntime {
   pullImage(image: string): Promise<string>;
   /** A new pod at `revision`, its InPlaceUpdateReady gate open. */
   createPod(name: string, template: PodTemplate, revision: string, labels: Record<string, string>): Promise<PodState>;
-  /** Replace only the named containers with the template's, in the same sandbox; the pod then runs `revision`. */
-  updateContainersInPlace(pod: PodState, template: PodTemplate, changed: string[], revision: string): Promise<PodState>;
+  /**
+   * Replace only the named containers with the template's, in the same sandbox; the pod then runs `revision`.
+   * Resolves once the new containers run; whether they are ready is for a later listing to tell.
+   */
+  updateContainersInPlace(pod: PodState, template: PodTemplate, changed: string[], revision: string): Promise<void>;
   /**
    * Set the pod's InPlaceUpdateReady readiness-gate condition: false before an
    * in-place update (the pod leaves the load balancers), true once its new
