@@ -58,6 +58,7 @@ function pullAndReplaceRows(r: RolloutResults): string[][] {
   return [
     ['pre-warm pull of v2 (CRI PullImage)', ...ROLLOUT_MODES.map((m) => s(medianOf(runsOf(r, m), (run) => pick(run, (t) => t.pullSeconds))))],
     ['one pod: update start → new containers running', ...ROLLOUT_MODES.map((m) => s(medianOf(runsOf(r, m), (run) => pick(run, (t) => t.replaceSeconds))))],
+    ['one pod: update start → ready again (in place: gate opened)', ...ROLLOUT_MODES.map((m) => s(medianOf(runsOf(r, m), (run) => pick(run, (t) => t.upgradeSeconds))))],
     ['one pod: app start-up in the new container (start → ready file written)', ...ROLLOUT_MODES.map((m) => s(medianOf(runsOf(r, m), (run) => median(run.appStartSeconds))))],
   ];
 }
@@ -143,7 +144,8 @@ ${lazyFacts(r)}
   controller's HTTP API (what \`lazypull rollout status --json\` prints), polled every 100 ms, shows
   \`updatedReadyReplicas == readyReplicas == replicas\` at the new \`updateRevision\`, every pod ready.
 - Readiness is probed as soon as the new container runs; until the container has been ready once, a failed probe is retried
-  after 0.1 s, doubling up to \`periodSeconds\` (1 s), then every period as a kubelet does (src/controller/readiness.ts).
+  0.1 s after it began, doubling up to \`periodSeconds\` (1 s), then every period as a kubelet does, each interval counted
+  from one probe's start to the next's (src/controller/readiness.ts).
 - The controller pre-warms: it pulls v2 through CRI \`PullImage\` before it touches the first pod. With overlayfs the base
   layer is already unpacked on the node (v1 uses it), so (b) and (c) download and unpack only the top layer, as a real node
   would; with lazypull the top layer is mounted lazily and the base layer's mount is shared with v1.

@@ -28,6 +28,8 @@ export interface RolloutTimeline {
   lastReplaced?: number;
   /** Per pod, from the start of its update to its new containers running (`containers_replaced`/`recreated` seconds). */
   replaceSeconds: number[];
+  /** Per pod updated in place, from the start of its update to its gate opening again, its new containers ready (`upgraded` seconds). */
+  upgradeSeconds: number[];
 }
 
 function parseLog(text: string): LogEvent[] {
@@ -61,5 +63,6 @@ export function rolloutTimeline(log: string, revision: string, image: string, st
     firstTouched: touched.length > 0 ? Math.min(...touched.map(at)) : undefined,
     lastReplaced: replaced.length > 0 ? Math.max(...replaced.map(at)) : undefined,
     replaceSeconds: replaced.map((e) => e.seconds ?? NaN).filter((s) => !Number.isNaN(s)),
+    upgradeSeconds: events.filter((e) => e.event === 'upgraded' && e.to === revision).map((e) => e.seconds ?? NaN).filter((s) => !Number.isNaN(s)),
   };
 }

@@ -237,7 +237,7 @@ function describeRun(mode: RolloutMode, r: RolloutRun): string {
   return (
     `#${r.repetition} ${mode.label} ${mode.title}: ${r.seconds.toFixed(2)} s ` +
     `(applied ${s(t.applied)}, apply CLI ${s(r.applySeconds)}, pre-warmed ${s(t.prewarmed)} [pull ${s(t.pullSeconds)}], first pod touched ${s(t.firstTouched)}, ` +
-    `last replaced ${s(t.lastReplaced)}, pods ready at ${r.podReadySeconds.map((x) => x.toFixed(2)).join(' ')}; ` +
+    `last replaced ${s(t.lastReplaced)}, one pod: update → running ${s(t.replaceSeconds.length > 0 ? median(t.replaceSeconds) : undefined)}, → ready ${s(t.upgradeSeconds.length > 0 ? median(t.upgradeSeconds) : undefined)}; pods ready at ${r.podReadySeconds.map((x) => x.toFixed(2)).join(' ')}; ` +
     `app start-up ${r.appStartSeconds.map((x) => x.toFixed(2)).join(' ')}; v1 setup ${r.setupSeconds.toFixed(1)} s${lazy})`
   );
 }

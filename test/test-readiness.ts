@@ -80,6 +80,22 @@ describe('readiness probes', function () {
     assert.equal(runs.length, 1, 'observe() did not probe again');
   });
 
+  it('a listing that began before a container was tracked does not stop its probing; a later one does', async function () {
+    const { runs, exec } = scriptedExec(() => 0);
+    tracker = new ReadinessTracker(exec);
+    const listedAt = Date.now();
+    await sleep(5);
+    await tracker.track('c6', probe(5), Date.now());
+    // That listing saw the container before it ran: not in the running set.
+    tracker.retain(new Set(), listedAt);
+    assert.equal(await tracker.observe('c6', probe(5), Date.now() * 1e6), true, 'still probed, still ready');
+    assert.equal(runs.length, 1);
+    await sleep(5);
+    tracker.retain(new Set(), Date.now());
+    assert.equal(await tracker.observe('c6', probe(5), Date.now() * 1e6), true);
+    assert.equal(runs.length, 2, 'forgotten by the later listing, probed anew on the next sight');
+  });
+
   it('stops retrying early once the backoff reaches the period', async function () {
     // Never passes: with a 0.3 s period the retries go 0.1, 0.2, then 0.3 s each.
     const { runs, exec } = scriptedExec(() => 1);

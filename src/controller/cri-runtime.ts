@@ -283,10 +283,12 @@ export class CriPodRuntime implements PodRuntime {
   }
 
   private async podsOf(sandboxes: PodSandbox[]): Promise<PodState[]> {
+    const listedAt = Date.now();
     const containers = await this.cri.listContainers();
     const ids = new Set(containers.map((c) => c.id));
     for (const id of this.startedContainers.keys()) if (!ids.has(id)) this.startedContainers.delete(id);
-    this.readiness.retain(new Set(containers.filter((c) => c.state === 'CONTAINER_RUNNING').map((c) => c.id)));
+    // A container started while this listing was under way is probed already (updateContainersInPlace): not stopped here.
+    this.readiness.retain(new Set(containers.filter((c) => c.state === 'CONTAINER_RUNNING').map((c) => c.id)), listedAt);
     const pods: PodState[] = [];
     await Promise.all(
       sandboxes.map(async (sandbox) => {

@@ -32,6 +32,8 @@ export const FIRST_READY_RETRY_MS = 100;
 
 class ContainerProber {
   ready = false;
+  /** When probing began (ms since the epoch). */
+  readonly since = Date.now();
   private successes = 0;
   private failures = 0;
   private everReady = false;
@@ -147,9 +149,13 @@ export class ReadinessTracker {
     this.probers.delete(containerId);
   }
 
-  /** Stop probing every container not in `alive`, among those whose id `owned` accepts. */
-  retain(alive: Set<string>, owned: (containerId: string) => boolean = () => true): void {
-    for (const id of [...this.probers.keys()]) if (!alive.has(id) && owned(id)) this.forget(id);
+  /**
+   * Stop probing every container not in `alive`, what a listing begun at
+   * `listedAtMs` shows running. Probing that began after that is kept: the
+   * listing may predate its container's start.
+   */
+  retain(alive: Set<string>, listedAtMs = Number.POSITIVE_INFINITY): void {
+    for (const [id, prober] of [...this.probers]) if (!alive.has(id) && prober.since < listedAtMs) this.forget(id);
   }
 
   close(): void {
