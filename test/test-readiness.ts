@@ -5,7 +5,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FIRST_READY_RETRY_MS, ReadinessTracker } from '../src/controller/readiness';
+import { FAST_RETRY_WINDOW_MS, FIRST_READY_RETRY_MS, ReadinessTracker } from '../src/controller/readiness';
 import type { ExecProbe } from '../src/controller/types';
 
 function probe(periodSeconds: number, failureThreshold = 1): ExecProbe {
@@ -34,21 +34,33 @@ describe('readiness probes', function () {
   let tracker: ReadinessTracker | undefined;
   afterEach(() => tracker?.close());
 
-  it('retries a failed probe sooner than the period until the container was ready once', async function () {
-    // Fails three times (the app is still starting), then passes.
+  it('retries a failed probe every 0.1 s in the first second, then backs off, until the container was ready once', async function () {
+    // Never passes (the app is still starting) during the 1.8 s watched, with a 5 s period.
+    const { runs, exec } = scriptedExec(() => 1);
+    tracker = new ReadinessTracker(exec);
+    const started = Date.now();
+    assert.equal(await tracker.observe('c1', probe(5), started * 1e6), false, 'unready until a probe passed');
+    await sleep(1800);
+    const gaps = runs.slice(1).map((t, i) => t - runs[i]!);
+    const early = runs.filter((t) => t - started < FAST_RETRY_WINDOW_MS);
+    // Doubling from the start would give 4 runs in that second (0, 0.1, 0.3, 0.7 s).
+    assert.ok(early.length >= 7, `${early.length} runs in the first second: ${gaps.join(', ')}`);
+    assert.ok(gaps.every((g) => g >= FIRST_READY_RETRY_MS - 5), `never more often than every 0.1 s: ${gaps.join(', ')}`);
+    const late = gaps.slice(early.length - 1);
+    assert.ok(late.length >= 2, `runs after the first second: ${gaps.join(', ')}`);
+    for (let i = 1; i < late.length; i++) assert.ok(late[i]! > late[i - 1]!, `after the first second the gaps grow: ${late.join(', ')}`);
+    assert.ok(gaps.every((g) => g < 5000 / 2), `retry gaps stay below the period: ${gaps.join(', ')}`);
+  });
+
+  it('turns ready on the first passing retry', async function () {
     const { runs, exec } = scriptedExec((run) => (run < 3 ? 1 : 0));
     let changes = 0;
     tracker = new ReadinessTracker(exec, () => changes++);
     const started = Date.now();
-    assert.equal(await tracker.observe('c1', probe(5), started * 1e6), false, 'unready until a probe passed');
+    assert.equal(await tracker.observe('c1b', probe(5), started * 1e6), false);
     await waitFor(() => changes > 0, 4000);
-    assert.equal(await tracker.observe('c1', probe(5), started * 1e6), true);
+    assert.equal(await tracker.observe('c1b', probe(5), started * 1e6), true);
     assert.equal(runs.length, 4);
-    // Retries after 0.1, 0.2, 0.4 s: growing, and all far below the 5 s period.
-    const gaps = runs.slice(1).map((t, i) => t - runs[i]!);
-    assert.ok(gaps[0]! >= FIRST_READY_RETRY_MS - 5, `first retry after ${gaps[0]} ms`);
-    for (let i = 1; i < gaps.length; i++) assert.ok(gaps[i]! > gaps[i - 1]!, `retry gaps should grow: ${gaps.join(', ')}`);
-    assert.ok(gaps.every((g) => g < 5000 / 2), `retry gaps should stay below the period: ${gaps.join(', ')}`);
   });
 
   it('counts a retry interval from the start of the failed probe, not its end (a slow exec is not added to it)', async function () {
@@ -97,13 +109,13 @@ describe('readiness probes', function () {
   });
 
   it('stops retrying early once the backoff reaches the period', async function () {
-    // Never passes: with a 0.3 s period the retries go 0.1, 0.2, then 0.3 s each.
+    // Never passes: with a 0.3 s period the retries go every 0.1 s for 0.3 s, then 0.2, then 0.3 s each.
     const { runs, exec } = scriptedExec(() => 1);
     tracker = new ReadinessTracker(exec);
     await tracker.observe('c2', probe(0.3), Date.now() * 1e6);
-    await waitFor(() => runs.length >= 6, 4000);
+    await waitFor(() => runs.length >= 8, 4000);
     const gaps = runs.slice(1).map((t, i) => t - runs[i]!);
-    assert.ok(gaps.slice(2).every((g) => g >= 290), `after the backoff, every gap is a period: ${gaps.join(', ')}`);
+    assert.ok(gaps.slice(4).every((g) => g >= 290), `after the backoff, every gap is a period: ${gaps.join(', ')}`);
   });
 
   it('probes every period after the first success, also when the container turns unready', async function () {

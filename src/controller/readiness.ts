@@ -7,11 +7,14 @@
  * without a probe is ready while it runs (decided by the caller).
  *
  * One difference from a kubelet, on purpose: until a new container has been
- * ready once, a failed probe is retried sooner (0.1 s, then doubling up to
- * the period). An in-place restart is meant to be near-instant, and an app
- * that needs 0.1 s to start would otherwise stay out of the ready set (and
- * hold up the rollout's next wave) for a whole period. After the first
- * success the probe runs every `periodSeconds`, exactly as specified.
+ * ready once, a failed probe is retried sooner: every 0.1 s during the first
+ * second it is due (or the first period, if shorter), when most apps finish
+ * starting, then at intervals doubling up to the period. An in-place restart
+ * is meant to be near-instant, and an app that needs 0.1-0.3 s to start
+ * would otherwise stay out of the ready set (and hold up the rollout's next
+ * wave) for a whole period, or for the gaps of a backoff that begins at once.
+ * After the first success the probe runs every `periodSeconds`, exactly as
+ * specified.
  *
  * Intervals run from the start of one probe to the start of the next, as a
  * kubelet's ticker runs them: an exec probe takes 40-100 ms itself, and
@@ -27,8 +30,10 @@ export type ProbeExec = (containerId: string, command: string[], timeoutSec: num
 
 /** The smallest period we run probes at, so a bad spec cannot busy-loop. */
 const MIN_PERIOD_MS = 100;
-/** First retry of a failed probe before the container was ever ready; doubles each time, up to the period. */
+/** Retry interval of a failed probe before the container was ever ready, during FAST_RETRY_WINDOW_MS after the first probe was due. */
 export const FIRST_READY_RETRY_MS = 100;
+/** After that window (capped at the period) the retry interval doubles, up to the period. */
+export const FAST_RETRY_WINDOW_MS = 1000;
 
 class ContainerProber {
   ready = false;
@@ -37,7 +42,9 @@ class ContainerProber {
   private successes = 0;
   private failures = 0;
   private everReady = false;
-  private nextRetryMs = FIRST_READY_RETRY_MS;
+  private nextRetryMs = 2 * FIRST_READY_RETRY_MS;
+  /** When the first probe was due: the container's start plus initialDelaySeconds (ms since the epoch). */
+  private readonly dueAt: number;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   /** The first run when it was due at once (a container seen long after its start). */
@@ -50,7 +57,8 @@ class ContainerProber {
     private readonly exec: ProbeExec,
     private readonly onChange: () => void,
   ) {
-    const delay = startedAtMs + Math.max(0, probe.initialDelaySeconds || 0) * 1000 - Date.now();
+    this.dueAt = startedAtMs + Math.max(0, probe.initialDelaySeconds || 0) * 1000;
+    const delay = this.dueAt - Date.now();
     if (delay <= 0) this.first = this.runOnce();
     else this.schedule(delay);
   }
@@ -83,7 +91,9 @@ class ContainerProber {
     }
     const periodMs = Math.max(MIN_PERIOD_MS, (this.probe.periodSeconds || 10) * 1000);
     let intervalMs = periodMs;
-    if (!this.everReady && this.nextRetryMs < periodMs) {
+    if (!this.everReady && began - this.dueAt < Math.min(periodMs, FAST_RETRY_WINDOW_MS)) {
+      intervalMs = Math.min(FIRST_READY_RETRY_MS, periodMs);
+    } else if (!this.everReady && this.nextRetryMs < periodMs) {
       intervalMs = this.nextRetryMs;
       this.nextRetryMs *= 2;
     }
