@@ -113,9 +113,11 @@ describe('readiness probes', function () {
     const { runs, exec } = scriptedExec(() => 1);
     tracker = new ReadinessTracker(exec);
     await tracker.observe('c2', probe(0.3), Date.now() * 1e6);
-    await waitFor(() => runs.length >= 8, 4000);
+    await waitFor(() => runs.length >= 9, 4000);
     const gaps = runs.slice(1).map((t, i) => t - runs[i]!);
-    assert.ok(gaps.slice(4).every((g) => g >= 290), `after the backoff, every gap is a period: ${gaps.join(', ')}`);
+    // Where the fast retries end depends on a timer firing a millisecond early or late; the tail does not.
+    assert.ok(gaps[0]! < 290, `fast retries first: ${gaps.join(', ')}`);
+    assert.ok(gaps.slice(-2).every((g) => g >= 290), `after the backoff, every gap is a period: ${gaps.join(', ')}`);
   });
 
   it('probes every period after the first success, also when the container turns unready', async function () {
