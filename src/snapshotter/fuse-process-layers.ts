@@ -231,6 +231,15 @@ export class FuseProcessLayers implements RemoteLayers {
     let child: ChildProcess;
     if (standby && standby.exitCode === null && standby.signalCode === null && standby.stdin?.writable) {
       const job: StandbyJob = { ref: source.imageRef, layerDigest: source.layerDigest, mountpoint, flags };
+      // Back to normal priority before it is handed the job: at the lowest, while the pull keeps containerd and this
+      // daemon busy, it took ~35 ms to be scheduled to read it. (Its main thread; it raises its other threads itself.)
+      if (standby.pid !== undefined) {
+        try {
+          setPriority(standby.pid, 0);
+        } catch {
+          // Not allowed to: it raises its own priority once it has read the job.
+        }
+      }
       standby.stdin.end(JSON.stringify(job));
       child = standby;
     } else {
