@@ -16,7 +16,7 @@ import { LazypullError, redact, toError } from '../errors';
 import { mountLayer, mountsAt, type MountedLayer } from '../fs/fuse-mount';
 import { LayerFuseOps } from '../fs/fuse-ops';
 import { LayerReader } from '../fs/layer-reader';
-import { warmUpLayerOpening } from '../fs/warm-up';
+import { warmUpLayerOpening, warmUpRegistryReads } from '../fs/warm-up';
 import { DEFAULT_STATE_DIR, formatStatus, MountStatusWriter, percent, readMountStatus, statusPath, type MountStatus } from '../fs/mount-status';
 import { openRemoteLayer } from '../fs/remote-layer';
 import { MirroringRegistryClient } from '../registry/mirroring-client';
@@ -115,6 +115,7 @@ async function warmUpWhileWaiting(waiting: () => boolean): Promise<void> {
     warmUpLayerOpening(1);
     await new Promise((resolve) => setImmediate(resolve));
   }
+  if (waiting()) await warmUpRegistryReads();
 }
 
 type Log = (event: Record<string, unknown>) => void;
