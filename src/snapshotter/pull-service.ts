@@ -17,6 +17,7 @@ import { pullResolvedImage, resolveImage, type PullResult } from '../containerd/
 import { parsePlatform } from '../image/image-types';
 import { MirroringRegistryClient } from '../registry/mirroring-client';
 import { parseReference } from '../registry/reference';
+import { warmUpRegistryReads } from '../fs/warm-up';
 import { trace } from '../util/trace';
 import { ERROR_CODE_TRAILER, PULL_PATH, type PullEvent, type PullRequest } from './pull-protocol';
 
@@ -98,13 +99,15 @@ export class PullService {
 
   constructor(private readonly opts: PullServiceOptions) {
     this.log = opts.log;
-    // Off the first pull's path: it would otherwise parse containerd's protos while the user waits.
+    // Off the first pull's path: it would otherwise parse containerd's protos, and use the HTTP client
+    // for the first time, while the user waits.
     setImmediate(() => {
       try {
         loadContainerdApi();
       } catch (err) {
         this.log({ level: 'warn', event: 'containerd_api_load_failed', error: toError(err).message });
       }
+      void warmUpRegistryReads();
     }).unref();
   }
 
