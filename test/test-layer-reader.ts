@@ -258,11 +258,20 @@ describe('LayerReader', function () {
       assert.equal(b.blob.reads.length, 0, 'the other layer needs no request for identical chunks');
     });
 
-    it('reports total and local bytes', async () => {
+    it('reports total and local bytes, cache hits and misses, and the latency of every range read', async () => {
       const o = await openLayer(plain, new MemoryChunkCache(64 << 20));
-      assert.deepEqual(o.reader.stats(), { totalBytes: TOTAL_BYTES, localBytes: 0, fetchedBytes: 0, requests: 0, verifyFailures: 0 });
+      const { fetchSeconds: none, ...counters } = o.reader.stats();
+      assert.deepEqual(counters, { totalBytes: TOTAL_BYTES, localBytes: 0, fetchedBytes: 0, requests: 0, verifyFailures: 0, cacheHits: 0, cacheMisses: 0 });
+      assert.equal(none.count, 0);
       await readWhole(o, 'small.txt');
       assert.equal(o.reader.stats().localBytes, FILES['small.txt']!.length);
+      assert.deepEqual([o.reader.stats().cacheHits, o.reader.stats().cacheMisses], [0, o.inode('small.txt').chunks.length]);
+      await readWhole(o, 'small.txt');
+      assert.deepEqual([o.reader.stats().cacheHits, o.reader.stats().cacheMisses], [o.inode('small.txt').chunks.length, o.inode('small.txt').chunks.length]);
+      const latency = o.reader.stats().fetchSeconds;
+      assert.equal(latency.count, o.reader.stats().requests, 'one observation per range read');
+      assert.equal(latency.counts.reduce((a, b) => a + b, 0), latency.count);
+      assert.ok(latency.sum > 0);
       await readWhole(o, 'data/medium.bin');
       // dup.bin's chunks are the same digests: local too.
       assert.equal(o.reader.stats().localBytes, FILES['small.txt']!.length + 2 * MEDIUM.length);

@@ -237,6 +237,9 @@ async function serveLayer(refText: string, layerDigest: string, mountpoint: stri
         reads: ops.counters.reads,
         readErrors: ops.counters.readErrors,
         blobSize: layer.blob.size,
+        cacheHits: s.cacheHits,
+        cacheMisses: s.cacheMisses,
+        fetchSeconds: s.fetchSeconds,
       };
     };
     statusWriter = new MountStatusWriter(statusPath(stateDir, mounted.mountpoint), snapshot);

@@ -25,6 +25,7 @@ import type { ChunkCache } from '../cache/chunk-cache';
 import { BackgroundFetcher, ForegroundGate } from './background-fetcher';
 import { S_IFMT, S_IFREG, type Chunk, type Inode, type LayerIndex } from './layer-index';
 import { runtimeFiles } from './startup-files';
+import { LatencyHistogram, type HistogramData } from '../util/latency-histogram';
 import { trace } from '../util/trace';
 
 export interface LayerReaderOptions {
@@ -56,6 +57,12 @@ export interface LayerStats {
   requests: number;
   /** Chunks that failed verification (digest mismatch or undecodable). */
   verifyFailures: number;
+  /** Chunks a read found in the cache. */
+  cacheHits: number;
+  /** Chunks a read had to fetch (each once, however many reads waited for it). */
+  cacheMisses: number;
+  /** Time of each range read that returned, from request to last byte. */
+  fetchSeconds: HistogramData;
 }
 
 const DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024;
@@ -153,6 +160,9 @@ export class LayerReader {
   private lastRefresh = 0;
   private fetchedBytes = 0;
   private requests = 0;
+  private cacheHits = 0;
+  private cacheMisses = 0;
+  private readonly fetchSeconds = new LatencyHistogram();
   private verifyFailures = 0;
   private readonly gate = new ForegroundGate();
   private background: BackgroundFetcher | undefined;
@@ -350,6 +360,9 @@ export class LayerReader {
       fetchedBytes: this.fetchedBytes,
       requests: this.requests,
       verifyFailures: this.verifyFailures,
+      cacheHits: this.cacheHits,
+      cacheMisses: this.cacheMisses,
+      fetchSeconds: this.fetchSeconds.data(),
     };
   }
 
@@ -420,9 +433,12 @@ export class LayerReader {
     for (const [i, chunk] of chunks.entries()) {
       const running = this.inflight.get(chunk.digest);
       if (running !== undefined) parts[i] = running;
-      else if (this.cache.has(chunk.digest)) parts[i] = this.track(chunk.digest, this.fromCache(chunk, ctx));
-      else if (!missing.has(chunk.digest)) missing.set(chunk.digest, chunk);
+      else if (this.cache.has(chunk.digest)) {
+        this.cacheHits++;
+        parts[i] = this.track(chunk.digest, this.fromCache(chunk, ctx));
+      } else if (!missing.has(chunk.digest)) missing.set(chunk.digest, chunk);
     }
+    this.cacheMisses += missing.size;
     if (missing.size > 0) {
       const fetched = this.fetchTracked([...missing.values()], this.attemptTimeoutMs, ctx);
       for (const [i, chunk] of chunks.entries()) parts[i] ??= fetched.get(chunk.digest);
@@ -487,6 +503,7 @@ export class LayerReader {
   /** One range read, bounded in time and checked for length. */
   private async readBlob(offset: number, length: number, timeoutMs: number): Promise<Buffer> {
     this.requests++;
+    const started = process.hrtime.bigint();
     let pending: Promise<Buffer>;
     try {
       pending = this.blob.readAt(offset, length);
@@ -504,6 +521,7 @@ export class LayerReader {
         }),
     );
     this.fetchedBytes += data.length;
+    this.fetchSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
     if (data.length !== length) {
       throw new LazypullError('LAZYPULL_ERR_READ_FAILED', `${this.label}: range read ${offset}+${length} returned ${data.length} bytes`, {
         layer: this.label,

@@ -8,6 +8,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
+import type { HistogramData } from '../util/latency-histogram';
 import { LazypullError } from '../errors';
 
 export const DEFAULT_STATE_DIR = '/run/lazypull';
@@ -36,6 +37,11 @@ export interface MountStatus {
   reads: number;
   readErrors: number;
   blobSize: number;
+  /** Chunks reads found in the cache / had to fetch (absent in status files of older servers). */
+  cacheHits?: number;
+  cacheMisses?: number;
+  /** Latency of the layer's registry range reads. */
+  fetchSeconds?: HistogramData;
 }
 
 export interface ReadStatus extends MountStatus {
@@ -137,7 +143,11 @@ export function formatStatus(s: ReadStatus): string {
     `  fetched   ${s.fetchedBytes} bytes of a ${s.blobSize}-byte blob in ${s.requests} requests`,
     `  prefetch  ${s.prefetch}; background fetch ${s.backgroundFetch}`,
     `  reads     ${s.reads} (${s.readErrors} failed); chunk verify failures ${s.verifyFailures}`,
-    `  updated   ${s.updatedAt}`,
   ];
+  if (s.cacheHits !== undefined && s.cacheMisses !== undefined) lines.push(`  chunks    ${s.cacheHits} from the cache, ${s.cacheMisses} fetched`);
+  if (s.fetchSeconds !== undefined && s.fetchSeconds.count > 0) {
+    lines.push(`  latency   ${((s.fetchSeconds.sum / s.fetchSeconds.count) * 1000).toFixed(1)} ms mean over ${s.fetchSeconds.count} range reads`);
+  }
+  lines.push(`  updated   ${s.updatedAt}`);
   return `${lines.join('\n')}\n`;
 }

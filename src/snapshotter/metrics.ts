@@ -1,14 +1,16 @@
 /**
  * Prometheus metrics of the snapshotter daemon on an optional HTTP
  * address. Request counts and latencies are observed in the daemon; the
- * per-layer numbers (bytes fetched, local, total, reads, errors) come from
- * the status files the layer servers keep, read at scrape time.
+ * per-layer numbers (bytes fetched, local, total, reads, errors, cache hits)
+ * and the fetch latency histogram come from the status files the layer
+ * servers keep, read at scrape time.
  */
 import { promises as fs } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
 import type { MountStatus } from '../fs/mount-status';
+import { cumulativeBuckets, isHistogramData } from '../util/latency-histogram';
 
 export class DaemonMetrics {
   readonly registry = new Registry();
@@ -33,6 +35,9 @@ export class DaemonMetrics {
     layerGauge('lazypull_layer_local_bytes', 'Bytes of the layer\'s file data in the local cache', 'localBytes');
     layerGauge('lazypull_layer_total_bytes', 'Bytes of file data in the layer', 'totalBytes');
     layerGauge('lazypull_layer_fetch_requests', 'Registry range requests made for the layer', 'requests');
+    layerGauge('lazypull_layer_cache_hits', 'Chunks the layer server\'s reads found in the chunk cache', 'cacheHits');
+    layerGauge('lazypull_layer_cache_misses', 'Chunks the layer server\'s reads fetched from the registry', 'cacheMisses');
+    this.registry.registerMetric(fetchSecondsMetric(stateDir) as unknown as Metric);
     layerGauge('lazypull_layer_reads', 'FUSE reads served (from cache or after a fetch)', 'reads');
     layerGauge('lazypull_layer_read_errors', 'FUSE reads answered with EIO', 'readErrors');
     layerGauge('lazypull_layer_verify_failures', 'Chunks that failed digest verification', 'verifyFailures');
@@ -70,6 +75,39 @@ export class DaemonMetrics {
     });
     return server;
   }
+}
+
+/**
+ * `lazypull_fetch_seconds`: the registry range reads of every layer served
+ * now, as one histogram. The layer servers time their reads and keep the
+ * counts in their status files (they are other processes); this sums them
+ * at scrape time, so prom-client's own Histogram (observed in-process) does
+ * not fit: it is registered as a metric object of our own.
+ */
+function fetchSecondsMetric(stateDir: string): { name: string; help: string; type: 'histogram'; get(): Promise<unknown>; reset(): void } {
+  const name = 'lazypull_fetch_seconds';
+  const help = 'Latency of registry range reads for lazily served layers, from request to last byte';
+  return {
+    name,
+    help,
+    type: 'histogram',
+    reset: () => undefined,
+    async get() {
+      const histograms = (await readStatuses(stateDir)).map((s) => s.fetchSeconds).filter(isHistogramData);
+      const { buckets, sum, count } = cumulativeBuckets(histograms);
+      return {
+        name,
+        help,
+        type: 'histogram',
+        aggregator: 'sum',
+        values: [
+          ...buckets.map(([le, value]) => ({ metricName: `${name}_bucket`, labels: { le }, value })),
+          { metricName: `${name}_sum`, labels: {}, value: sum },
+          { metricName: `${name}_count`, labels: {}, value: count },
+        ],
+      };
+    },
+  };
 }
 
 async function readStatuses(stateDir: string): Promise<MountStatus[]> {
