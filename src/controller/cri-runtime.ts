@@ -26,7 +26,7 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { CriClient, isCriStatus } from '../cri/cri-client';
-import type { Container, ContainerConfig, ContainerStatus, PodSandbox, PodSandboxConfig, PodSandboxStatus } from '../cri/cri-types';
+import type { Container, ContainerConfig, PodSandbox, PodSandboxConfig } from '../cri/cri-types';
 import { LazypullError } from '../errors';
 import { LABEL_CLONESET, LABEL_POD_NAME, LABEL_REVISION } from './pod-labels';
 import { ReadinessTracker } from './readiness';
@@ -58,6 +58,16 @@ interface ContainerFacts {
   imageRef: string;
   /** ns since the epoch; 0 before it started. */
   startedAt: number;
+}
+
+/** A CRI call's answer, or undefined when what it asks about is gone (NOT_FOUND). */
+async function unlessGone<T>(call: Promise<T>): Promise<T | undefined> {
+  try {
+    return await call;
+  } catch (err) {
+    if (isCriStatus(err, 'NOT_FOUND')) return undefined;
+    throw err;
+  }
 }
 
 function attemptOf(c: Container): number {
@@ -305,14 +315,8 @@ export class CriPodRuntime implements PodRuntime {
   private async sandboxIp(sandboxId: string): Promise<string | undefined> {
     const known = this.sandboxIps.get(sandboxId);
     if (known !== undefined) return known;
-    let status: PodSandboxStatus | null;
-    try {
-      status = (await this.cri.podSandboxStatus(sandboxId)).status;
-    } catch (err) {
-      if (isCriStatus(err, 'NOT_FOUND')) return undefined;
-      throw err;
-    }
-    if (status === null) return undefined;
+    const status = (await unlessGone(this.cri.podSandboxStatus(sandboxId)))?.status;
+    if (!status) return undefined;
     const ip = status.network?.ip ?? '';
     if (status.state === 'SANDBOX_READY') this.sandboxIps.set(sandboxId, ip);
     return ip;
@@ -322,14 +326,8 @@ export class CriPodRuntime implements PodRuntime {
   private async containerFacts(containerId: string): Promise<ContainerFacts | undefined> {
     const known = this.startedContainers.get(containerId);
     if (known !== undefined) return known;
-    let status: ContainerStatus | null;
-    try {
-      status = (await this.cri.containerStatus(containerId)).status;
-    } catch (err) {
-      if (isCriStatus(err, 'NOT_FOUND')) return undefined;
-      throw err;
-    }
-    if (status === null) return undefined;
+    const status = (await unlessGone(this.cri.containerStatus(containerId)))?.status;
+    if (!status) return undefined;
     const facts: ContainerFacts = { image: status.image?.image ?? '', imageRef: status.imageRef, startedAt: status.startedAt };
     if (status.startedAt > 0) this.startedContainers.set(containerId, facts);
     return facts;
