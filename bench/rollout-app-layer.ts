@@ -32,10 +32,16 @@ const VENDORED_FROM = ['usr/lib/python3.11/', 'usr/lib/x86_64-linux-gnu/', 'usr/
 export const VENDOR_DIR = 'app/vendor';
 /** Where the app finds its Python dependencies. */
 export const VENDOR_PYTHON_PATH = `/${VENDOR_DIR}/usr/lib/python3.11`;
-/** What the app imports from its vendored copy at start-up (for --prioritize). */
-export const VENDOR_STARTUP_FILES = ['__init__', 'decoder', 'scanner', 'encoder'].map(
-  (m) => `${VENDOR_PYTHON_PATH}/json/__pycache__/${m}.cpython-311.pyc`,
-);
+/**
+ * What the app reads from its vendored copy at start-up (for --prioritize):
+ * `import json` and what json imports in turn (re, copyreg), as the layer
+ * server's request log shows it (`LAZYPULL_DEBUG=fuse`).
+ */
+export const VENDOR_STARTUP_FILES = [
+  ...['__init__', 'decoder', 'scanner', 'encoder'].map((m) => `json/__pycache__/${m}.cpython-311.pyc`),
+  ...['__init__', '_compiler', '_parser', '_constants', '_casefix'].map((m) => `re/__pycache__/${m}.cpython-311.pyc`),
+  '__pycache__/copyreg.cpython-311.pyc',
+].map((file) => `${VENDOR_PYTHON_PATH}/${file}`);
 
 export interface VendoredDependencies {
   entries: TarEntrySpec[];

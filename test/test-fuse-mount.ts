@@ -9,7 +9,7 @@
  * this one through sync calls: see the FUSE deadlock note in shared/README.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -203,6 +203,7 @@ print(n, r, errno.errorcode.get(e1), m, errno.errorcode.get(e2), ln, lr, errno.e
 
   describe('a layer with prioritized start-up files and no extended attributes', function () {
     let mp: MountProcess;
+    let startupImage: { ref: string; layers: string[] } | undefined;
     const START = { 'app/bin/start': pseudoRandomBytes(700_000, 11), 'app/lib/libstart.so': pseudoRandomBytes(300_000, 12) };
     const ETC = { 'etc/passwd': 'root:x:0:0:root:/root:/bin/sh\n', 'etc/group': 'root:x:0:\n' };
     const status = async (): Promise<Record<string, number>> =>
@@ -221,7 +222,24 @@ print(n, r, errno.errorcode.get(e1), m, errno.errorcode.get(e2), ln, lr, errno.e
           ],
         },
       ], {}, ['--prioritize', list]);
+      startupImage = image;
       mp = await mount(image.ref, image.layers[0], 'startup', ['--no-background-fetch']);
+    });
+
+    it('logs each request the kernel sends when LAZYPULL_DEBUG=fuse, and none without', async function () {
+      const dir = join(work, 'mnt', 'startup-debug');
+      const started = await startMount([startupImage!.ref, startupImage!.layers[0]!, dir, ...sharedArgs(work, 'startup-debug'), '--no-background-fetch'], dir, {
+        env: { LAZYPULL_DEBUG: 'fuse' },
+      });
+      mounts.push(started.mount);
+      assert.ok(started.mounted, started.mount.stderr());
+      assert.deepEqual((await readdir(join(dir, 'etc'))).sort(), ['group', 'passwd']);
+      const requests = (): Array<{ op: string; path?: string }> =>
+        started.mount.stderr().split('\n').filter((l) => l.includes('"fuse_op"')).map((l) => JSON.parse(l) as { op: string; path?: string });
+      for (let i = 0; i < 100 && !requests().some((r) => r.op === 'readdir' && r.path === '/etc'); i++) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(requests().some((r) => r.op === 'readdir' && r.path === '/etc'), started.mount.stderr());
+      assert.ok(requests().some((r) => r.op === 'getattr' && r.path === '/etc'));
+      assert.doesNotMatch(mp.stderr(), /"fuse_op"/);
     });
 
     it("loads the start-up files and the runtime's /etc/passwd and /etc/group into the kernel's caches", async function () {

@@ -36,6 +36,22 @@ const W_OK = 2;
 const BLOCK_SIZE = 4096;
 const DIR_SIZE = 4096;
 
+/** LAZYPULL_DEBUG=fuse (or *): every request the kernel sends to this server is logged, to see what a workload asks. */
+function fuseDebugEnabled(): boolean {
+  return (process.env.LAZYPULL_DEBUG ?? '').split(',').some((n) => n.trim() === '*' || n.trim() === 'fuse');
+}
+
+function logEachCall(ops: FuseOperations, log: (event: Record<string, unknown>) => void): FuseOperations {
+  const traced: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(ops)) {
+    traced[name] = (...args: unknown[]) => {
+      log({ event: 'fuse_op', op: name, path: typeof args[0] === 'string' ? args[0] : undefined });
+      return (fn as (...a: unknown[]) => unknown)(...args);
+    };
+  }
+  return traced as unknown as FuseOperations;
+}
+
 export class LayerFuseOps {
   private readonly readTimeoutMs: number;
   private readonly failFastMs: number;
@@ -106,6 +122,11 @@ export class LayerFuseOps {
   }
 
   operations(): FuseOperations {
+    const ops = this.handlers();
+    return fuseDebugEnabled() ? logEachCall(ops, this.log) : ops;
+  }
+
+  private handlers(): FuseOperations {
     const rofs = (...args: unknown[]): void => (args[args.length - 1] as (err: number) => void)(Errno.EROFS);
     return {
       ...this.xattrOperations(),
