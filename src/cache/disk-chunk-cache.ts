@@ -59,6 +59,8 @@ export class DiskChunkCache implements ChunkCache {
   droppedCorrupt = 0;
   /** The files on disk are all indexed (and the size limit applied). */
   private indexed = false;
+  /** The eviction running now, if any (see evict). */
+  private evicting: Promise<void> = Promise.resolve();
   private indexing: Promise<void> = Promise.resolve();
   /** Fan-out directories listed by lookups while the rebuild runs: name sets. */
   private readonly listedDirs = new Map<string, Set<string>>();
@@ -244,7 +246,18 @@ export class DiskChunkCache implements ChunkCache {
     this.bytes -= entry.size;
   }
 
-  private async evict(): Promise<void> {
+  /**
+   * Evictions run one after another, so that one that finds nothing left to
+   * do (ready() after the one open() started) still returns only once the
+   * files the other chose are gone.
+   */
+  private evict(): Promise<void> {
+    const run = this.evicting.then(() => this.evictNow());
+    this.evicting = run.catch(() => undefined);
+    return run;
+  }
+
+  private async evictNow(): Promise<void> {
     // Until every file is indexed, the total is not known.
     if (!this.indexed) return;
     const victims: string[] = [];
