@@ -6,10 +6,8 @@
  */
 import { ContainerdConnection, DEFAULT_CONTAINERD_ADDRESS, DEFAULT_CONTAINERD_NAMESPACE } from '../containerd/grpc-connection';
 import { DEFAULT_SNAPSHOTTER } from '../containerd/defaults';
-import { pullResolvedImage, resolveImage } from '../containerd/pull-image';
+import { pullReference } from '../containerd/pull-reference';
 import { parsePlatform } from '../image/image-types';
-import { MirroringRegistryClient } from '../registry/mirroring-client';
-import { parseReference } from '../registry/reference';
 import { createProgress, type Progress } from './progress';
 import { layerLine, pullJson, pullSummary } from './pull-output';
 import { trace } from '../util/trace';
@@ -34,25 +32,19 @@ export async function pullCommand(reference: string, flags: PullFlags): Promise<
   const address = flags.address ?? process.env.CONTAINERD_ADDRESS ?? DEFAULT_CONTAINERD_ADDRESS;
   const namespace = flags.namespace ?? process.env.CONTAINERD_NAMESPACE ?? DEFAULT_CONTAINERD_NAMESPACE;
   const platform = flags.platform ? parsePlatform(flags.platform) : undefined;
-  // A malformed reference is reported before anything is contacted.
-  parseReference(reference);
-  // Nor is the registry contacted when containerd is obviously not there.
-  await ContainerdConnection.checkSocket(address);
-  const registry = new MirroringRegistryClient({ plainHttp: flags.plainHttp === true, ...(flags.hostsDir ? { hostsDir: flags.hostsDir } : {}) });
-  // The registry answers while this process loads containerd's API and connects.
-  const resolving = resolveImage(registry, parseReference(reference), platform);
-  resolving.catch(() => undefined);
   let conn: ContainerdConnection | undefined;
   let progress: Progress | undefined;
   try {
-    await new Promise((resolve) => setImmediate(resolve));
-    conn = await ContainerdConnection.connect(address, { namespace });
-    trace('pull.connected');
-    const image = await resolving;
-    trace('pull.resolved');
-    const result = await pullResolvedImage(conn, registry, reference, image, {
+    const source = { reference, address, plainHttp: flags.plainHttp === true, ...(platform ? { platform } : {}), ...(flags.hostsDir ? { hostsDir: flags.hostsDir } : {}) };
+    const connect = async (at: string): Promise<ContainerdConnection> => {
+      // Let the registry request go out before loading containerd's API blocks this process.
+      await new Promise((resolve) => setImmediate(resolve));
+      conn = await ContainerdConnection.connect(at, { namespace });
+      trace('pull.connected');
+      return conn;
+    };
+    const result = await pullReference(source, connect, {
       snapshotter: flags.snapshotter ?? DEFAULT_SNAPSHOTTER,
-      ...(platform ? { platform } : {}),
       onLayerProgress: (layer, done) => {
         if (!progress) {
           progress = createProgress(`layer ${layer.index} ${layer.digest.slice(7, 19)}`, { json: flags.json });
@@ -71,6 +63,5 @@ export async function pullCommand(reference: string, flags: PullFlags): Promise<
   } finally {
     progress?.stop();
     conn?.close();
-    await registry.close();
   }
 }

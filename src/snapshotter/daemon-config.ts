@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseToml } from 'smol-toml';
 import { LazypullError } from '../errors';
 import { isLogLevel, type LogLevel } from '../util/json-log';
+import { DEFAULT_SNAPSHOTTER_ADDRESS } from './pull-protocol';
 
 export interface DaemonConfig {
   /** Metadata, snapshot directories and mountpoints. */
@@ -35,7 +36,7 @@ export const DEFAULT_CONFIG_PATH = '/etc/lazypull/config.toml';
 export function defaultConfig(): DaemonConfig {
   return {
     root: '/var/lib/lazypull',
-    address: '/run/lazypull/lazypull.sock',
+    address: DEFAULT_SNAPSHOTTER_ADDRESS,
     cacheDir: '/var/lib/lazypull/cache',
     cacheSize: 10 * 1024 ** 3,
     memoryCacheSize: 128 * 1024 ** 2,

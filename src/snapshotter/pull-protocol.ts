@@ -17,7 +17,7 @@ export const PULL_SERVICE = 'lazypull.v1.Pull';
 export const PULL_PATH = `/${PULL_SERVICE}/Pull`;
 /** Trailer with the LazypullError code of a failed pull, so the CLI prints what it would have printed itself. */
 export const ERROR_CODE_TRAILER = 'lazypull-error-code';
-/** Where the daemon listens unless told otherwise (its config's `address`). */
+/** Where the daemon listens unless told otherwise (its config's `address`), and so where `lazypull pull` looks for it. */
 export const DEFAULT_SNAPSHOTTER_ADDRESS = '/run/lazypull/lazypull.sock';
 /** A message larger than this is not a pull request or event: refuse it rather than buffer it. */
 export const MAX_MESSAGE_BYTES = 4 << 20;

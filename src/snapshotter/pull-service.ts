@@ -13,10 +13,9 @@ import * as grpc from '@grpc/grpc-js';
 import { isLazypullError, LazypullError, redact, toError } from '../errors';
 import { DEFAULT_SNAPSHOTTER } from '../containerd/defaults';
 import { ContainerdConnection, loadContainerdApi } from '../containerd/grpc-connection';
-import { pullResolvedImage, resolveImage, type PullResult } from '../containerd/pull-image';
+import type { PullResult } from '../containerd/pull-image';
+import { pullReference } from '../containerd/pull-reference';
 import { parsePlatform } from '../image/image-types';
-import { MirroringRegistryClient } from '../registry/mirroring-client';
-import { parseReference } from '../registry/reference';
 import { warmUpRegistryReads } from '../fs/warm-up';
 import { trace } from '../util/trace';
 import { ERROR_CODE_TRAILER, PULL_PATH, type PullEvent, type PullRequest } from './pull-protocol';
@@ -84,12 +83,12 @@ export interface PullServiceOptions {
   log: Log;
   /**
    * Start mounting these layers now (Snapshotter.mountAhead). Used when the
-   * pull prepares layers with `ownName`: containerd's Prepare for them will
-   * then come to this daemon (a daemon cannot ask containerd under which
-   * name it is configured; `lazypull` is the name the docs give it).
+   * pull prepares layers with the snapshotter `lazypull`: containerd's
+   * Prepare for them will then come to this daemon (a daemon cannot ask
+   * containerd under which name it is configured; `lazypull` is the name
+   * the docs give it).
    */
   mountAhead?: (layers: Array<Record<string, string>>) => void;
-  ownName?: string;
 }
 
 export class PullService {
@@ -149,41 +148,31 @@ export class PullService {
   }
 
   /** What `lazypull pull` does in its own process (src/cli/pull-command.ts), with a warm channel. */
-  private async pull(request: PullRequest, send: (event: PullEvent) => void): Promise<PullResult> {
+  private pull(request: PullRequest, send: (event: PullEvent) => void): Promise<PullResult> {
     trace('daemon.pull');
-    const ref = parseReference(request.reference);
-    const platform = request.platform !== undefined ? parsePlatform(request.platform) : undefined;
-    await ContainerdConnection.checkSocket(request.address);
-    const registry = new MirroringRegistryClient({
+    const lastProgress = new Map<number, number>();
+    const source = {
+      reference: request.reference,
+      address: request.address,
       plainHttp: request.plainHttp,
+      ...(request.platform !== undefined ? { platform: parsePlatform(request.platform) } : {}),
       ...(request.hostsDir !== undefined ? { hostsDir: request.hostsDir } : {}),
       ...(request.dockerConfigPath !== undefined ? { dockerConfigPath: request.dockerConfigPath } : {}),
+    };
+    return pullReference(source, async (address) => (await this.connection(address)).inNamespace(request.namespace), {
+      snapshotter: request.snapshotter,
+      onLayerProgress: (layer, done) => {
+        const now = Date.now();
+        if (done < layer.size && now - (lastProgress.get(layer.index) ?? 0) < PROGRESS_INTERVAL_MS) return;
+        lastProgress.set(layer.index, now);
+        send({ progress: { ...layer, done } });
+      },
+      onLayer: (layer) => send({ layer }),
+      // The layers' TOCs load while containerd is asked to prepare them.
+      ...(this.opts.mountAhead && request.snapshotter === DEFAULT_SNAPSHOTTER
+        ? { onLayersToPrepare: (layers) => this.opts.mountAhead!(layers.map((l) => l.labels)) }
+        : {}),
     });
-    try {
-      const resolving = resolveImage(registry, ref, platform);
-      resolving.catch(() => undefined);
-      const conn = (await this.connection(request.address)).inNamespace(request.namespace);
-      const image = await resolving;
-      trace('pull.resolved');
-      const lastProgress = new Map<number, number>();
-      return await pullResolvedImage(conn, registry, request.reference, image, {
-        snapshotter: request.snapshotter,
-        ...(platform ? { platform } : {}),
-        onLayerProgress: (layer, done) => {
-          const now = Date.now();
-          if (done < layer.size && now - (lastProgress.get(layer.index) ?? 0) < PROGRESS_INTERVAL_MS) return;
-          lastProgress.set(layer.index, now);
-          send({ progress: { ...layer, done } });
-        },
-        onLayer: (layer) => send({ layer }),
-        // The layers' TOCs load while containerd is asked to prepare them.
-        ...(this.opts.mountAhead && request.snapshotter === (this.opts.ownName ?? DEFAULT_SNAPSHOTTER)
-          ? { onLayersToPrepare: (layers) => this.opts.mountAhead!(layers.map((l) => l.labels)) }
-          : {}),
-      });
-    } finally {
-      await registry.close();
-    }
   }
 
   private connection(address: string): Promise<ContainerdConnection> {
