@@ -15,12 +15,12 @@ export const STARTUP_PHASES: Array<{ event: string; label: string }> = [
   { event: 'server.job', label: 'standby layer server took the mount' },
   { event: 'server.tail-fetched', label: "blob's tail (footer and TOC) fetched" },
   { event: 'server.toc-parsed', label: 'TOC gunzipped, parsed and its digest checked' },
-  { event: 'server.toc-loaded', label: 'TOC fetched, verified and indexed' },
-  { event: 'server.cache-opened', label: 'chunk cache opened' },
-  { event: 'server.mounted', label: 'FUSE mount up' },
+  { event: 'server.fuse-mounted', label: 'FUSE mount up (begun with the TOC fetch; requests wait for the layer)' },
+  { event: 'server.toc-loaded', label: 'TOC fetched, verified and indexed; chunk cache open' },
+  { event: 'server.mounted', label: 'layer served at the mount' },
   { event: 'snapshotter.Prepare.ALREADY_EXISTS', label: 'remote snapshot committed (Prepare answered)' },
   { event: 'pull.layers-done', label: 'every layer prepared' },
-  { event: 'server.prefetched', label: 'prioritized files fetched and verified (layer server, after the mount)' },
+  { event: 'server.prefetched', label: 'prioritized files fetched and verified (layer server, from when the layer is served)' },
   { event: 'server.kernel-cache-warmed', label: "prioritized files read into the kernel's caches" },
 ];
 

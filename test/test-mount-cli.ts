@@ -24,6 +24,7 @@ import {
   type MountProcess,
   type PublishedImage,
 } from './support/mount-fixture';
+import { startFaultyProxy } from './support/faulty-proxy';
 import { appLayer, HELLO_TEXT } from './support/oci-image';
 import { skipWithoutRegistry, startRegistry, type RegistryFixture } from './support/registry-fixture';
 import { requireBinary, requireFuse, requireRoot } from './support/require-env';
@@ -301,6 +302,60 @@ describe('lazypull mount (CLI)', function () {
       assert.match(busy.mount.stderr(), /already a mounted fuse\.lazypull filesystem/);
       assert.equal(await again.stop(), 0);
       assert.deepEqual(await mountsAt(again.mountpoint), []);
+    });
+
+    it('mounts while the TOC is on its way: a request that comes early waits for the layer, or fails with EIO when the layer is refused', async function () {
+      // The blob's tail (footer and TOC) arrives 3 s late; the mount goes up meanwhile.
+      const proxy = await startFaultyProxy(reg.host);
+      const client = new RegistryClient({ plainHttp: true });
+      const waitForFuseMount = async (mp: string, tailGet: number): Promise<void> => {
+        const isFuse = async (): Promise<boolean> => (await mountsAt(mp)).some((t) => t.startsWith('fuse'));
+        for (let i = 0; i < 1000 && !(await isFuse()); i++) await new Promise((r) => setTimeout(r, 10));
+        const seenAt = Date.now();
+        assert.ok(await isFuse(), `${mp} is mounted`);
+        // Mounted before the tail was asked for, or while it was held back.
+        const tail = proxy.blobGets[tailGet];
+        assert.ok(tail === undefined || (tail.fault === 'delay' && (tail.forwardedAt === undefined || tail.forwardedAt > seenAt)), `${mp} was mounted before the TOC came`);
+      };
+      try {
+        proxy.setFault('delay', 1, { delayMs: 3000 });
+        const early = mountpoint('early');
+        const starting = startMount([image.ref.replace(reg.host, proxy.host), image.layers[0], early, ...args('early', ['--no-background-fetch'])], early);
+        await waitForFuseMount(early, 0);
+        const reading = execFileP('cat', [join(early, 'app/hello.txt')], { timeout: 30_000 });
+        const started = await starting;
+        mounts.push(started.mount);
+        assert.ok(started.mounted, started.mount.stderr());
+        assert.equal((await reading).stdout, HELLO_TEXT);
+        assert.deepEqual(
+          proxy.blobGets.map((g) => g.fault),
+          ['delay', 'none'],
+          'the delayed tail, then the file (the read waited: no request before the TOC)',
+        );
+        assert.equal(await started.mount.stop(), 0);
+
+        const tampered = await retagWithAnnotations(client, image.ref, 'tampered-early', (a) => {
+          a[TOC_DIGEST] = `sha256:${'0'.repeat(64)}`;
+        });
+        proxy.setFault('delay', 1, { delayMs: 3000 });
+        const tailGet = proxy.blobGets.length;
+        const refused = mountpoint('early-refused');
+        const refusing = startMount([tampered.replace(reg.host, proxy.host), image.layers[0], refused, ...args('early-refused')], refused);
+        await waitForFuseMount(refused, tailGet);
+        const failing = execFileP('cat', [join(refused, 'app/hello.txt')], { timeout: 30_000 }).then(
+          () => assert.fail('a file of a refused layer was read'),
+          (e: { stderr: string }) => e.stderr,
+        );
+        const res = await refusing;
+        assert.equal(res.mounted, false);
+        assert.equal(res.code, 1);
+        assert.match(res.mount.stderr(), /LAZYPULL_ERR_DIGEST_MISMATCH/);
+        assert.match(await failing, /Input\/output error|Transport endpoint is not connected|No such file/);
+        assert.deepEqual(await mountsAt(refused), []);
+      } finally {
+        await client.close();
+        await proxy.close();
+      }
     });
 
     it('the registry dies while mounted: unread files fail with EIO in bounded time, the mount stays up', async function () {

@@ -16,6 +16,7 @@ import { LazypullError, redact, toError } from '../errors';
 import { mountLayer, mountsAt, type MountedLayer } from '../fs/fuse-mount';
 import { LayerFuseOps } from '../fs/fuse-ops';
 import { LayerReader } from '../fs/layer-reader';
+import { PendingFuseOps } from '../fs/pending-fuse-ops';
 import { warmUpLayerOpening, warmUpRegistryReads } from '../fs/warm-up';
 import { DEFAULT_STATE_DIR, formatStatus, MountStatusWriter, percent, readMountStatus, statusPath, type MountStatus } from '../fs/mount-status';
 import { openRemoteLayer } from '../fs/remote-layer';
@@ -189,7 +190,28 @@ async function serveLayer(refText: string, layerDigest: string, mountpoint: stri
   let reader: LayerReader | undefined;
   let cache: TieredChunkCache | undefined;
   try {
-    const layer = await openRemoteLayer({ client, ref, layerDigest, verifyTocDigest: flags.verify !== false, tocDigest: flags.tocDigest, label: layerDigest });
+    // The mount, the chunk cache and the TOC are independent: the mount's
+    // syscalls and the cache's listing run while the TOC is on its way.
+    // Requests wait for the layer (PendingFuseOps); nobody learns of the
+    // mount before the TOC is verified.
+    const pendingOps = new PendingFuseOps();
+    const mounting = mountLayer(mountpoint, pendingOps, { log });
+    mounting.then(() => trace('server.fuse-mounted'), () => undefined);
+    const cacheOpening = DiskChunkCache.open(cacheDir, cacheBytes);
+    const [layerOpened, mountDone, cacheOpened] = await Promise.allSettled([
+      openRemoteLayer({ client, ref, layerDigest, verifyTocDigest: flags.verify !== false, tocDigest: flags.tocDigest, label: layerDigest }),
+      mounting,
+      cacheOpening,
+    ]);
+    if (mountDone.status === 'fulfilled') mounted = mountDone.value;
+    if (layerOpened.status === 'rejected') {
+      pendingOps.fail();
+      throw layerOpened.reason;
+    }
+    if (mountDone.status === 'rejected') throw mountDone.reason;
+    if (cacheOpened.status === 'rejected') throw cacheOpened.reason;
+    const layer = layerOpened.value;
+    const mountedLayer = mountDone.value;
     trace('server.toc-loaded');
     log({
       event: 'toc_loaded',
@@ -200,14 +222,13 @@ async function serveLayer(refText: string, layerDigest: string, mountpoint: stri
       dataBytes: layer.index.dataSize,
       blobSize: layer.blob.size,
     });
-    cache = new TieredChunkCache(new MemoryChunkCache(memoryBytes), await DiskChunkCache.open(cacheDir, cacheBytes), {
+    cache = new TieredChunkCache(new MemoryChunkCache(memoryBytes), cacheOpened.value, {
       onWriteError: (digest, error) => log({ event: 'cache_write_failed', digest, error: error.message }),
     });
-    trace('server.cache-opened');
     reader = new LayerReader(layer.index, layer.blob, { label: layerDigest, cache, readTimeoutMs, log });
     const ops = new LayerFuseOps(layer.index, reader, { readTimeoutMs: readTimeoutMs + 2000, log });
     if (stopRequested) throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `interrupted by ${stopRequested} before mounting`);
-    mounted = await mountLayer(mountpoint, ops, { log });
+    pendingOps.ready(ops);
     trace('server.mounted');
 
     const startedAt = new Date().toISOString();
@@ -218,7 +239,7 @@ async function serveLayer(refText: string, layerDigest: string, mountpoint: stri
       const s = activeReader.stats();
       if (backgroundState === 'running' && s.localBytes >= s.totalBytes) backgroundState = 'done';
       return {
-        mountpoint: mounted!.mountpoint,
+        mountpoint: mountedLayer.mountpoint,
         pid: process.pid,
         reference: formatReference(ref),
         layer: layerDigest,
@@ -242,15 +263,18 @@ async function serveLayer(refText: string, layerDigest: string, mountpoint: stri
         fetchSeconds: s.fetchSeconds,
       };
     };
-    statusWriter = new MountStatusWriter(statusPath(stateDir, mounted.mountpoint), snapshot);
+    statusWriter = new MountStatusWriter(statusPath(stateDir, mountedLayer.mountpoint), snapshot);
     await statusWriter.start();
 
-    const message = `mounted ${layerDigest} of ${formatReference(ref)} at ${mounted.mountpoint}`;
-    process.stdout.write(flags.json ? `${JSON.stringify({ event: 'mounted', mountpoint: mounted.mountpoint, layer: layerDigest, pid: process.pid, status: statusWriter.path })}\n` : `${message}\n`);
+    const message = `mounted ${layerDigest} of ${formatReference(ref)} at ${mountedLayer.mountpoint}`;
+    process.stdout.write(flags.json ? `${JSON.stringify({ event: 'mounted', mountpoint: mountedLayer.mountpoint, layer: layerDigest, pid: process.pid, status: statusWriter.path })}\n` : `${message}\n`);
 
     let shutdownStarted = false;
-    // Prefetch the landmark's range, then fetch the rest in the background unless told not to.
+    // Prefetch the landmark's range (after the message: its start-up work
+    // would delay the snapshotter's commit), then fetch the rest in the
+    // background unless told not to.
     const prefetch = prefetchState === 'running' ? activeReader.prefetch() : Promise.resolve();
+    if (prefetchState === 'running') mountedLayer.warmKernelCache(ops.startup.paths, activeReader.prefetching);
     void prefetch
       .then(
         () => {
@@ -278,7 +302,7 @@ async function serveLayer(refText: string, layerDigest: string, mountpoint: stri
     });
     if (stopRequested) shutdown!(stopRequested);
     // A mount someone else removed (umount -l, a crashed runtime cleaning up) leaves nothing to serve.
-    const mountedAt = mounted.mountpoint;
+    const mountedAt = mountedLayer.mountpoint;
     const watchdog = setInterval(() => {
       void mountsAt(mountedAt).then((found) => {
         if (found.length === 0) shutdown?.('mount point unmounted from outside');

@@ -16,8 +16,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { LazypullError } from '../errors';
 import { cleanupOnExit } from '../sandbox/exit-cleanup';
 import { Errno, Fuse, type FuseInstance, type FuseOperations } from './fuse-native';
-import type { LayerFuseOps } from './fuse-ops';
 import { KernelCacheWarmup } from './kernel-cache-warmup';
+import type { MountableOps } from './pending-fuse-ops';
 
 /** libfuse's limit for one read request without FUSE_MAX_PAGES (libfuse2 never negotiates it). */
 export const MAX_READ = 131072;
@@ -225,13 +225,16 @@ export interface MountOptions {
   fuseOptions?: string[];
   /** fuse-native's own per-operation timeout (a backstop behind LayerFuseOps' read timeout). Default 120000. */
   opTimeoutMs?: number;
-  /** Load the layer's start-up files into the kernel's caches (kernel-cache-warmup.ts). Default true. */
-  warmKernelCache?: boolean;
   log?: (event: Record<string, unknown>) => void;
 }
 
 export interface MountedLayer {
   readonly mountpoint: string;
+  /**
+   * Load the layer's start-up files into the kernel's caches once
+   * `prefetching` resolves (kernel-cache-warmup.ts); stopped by unmount.
+   */
+  warmKernelCache(paths: string[], prefetching: Promise<void>): void;
   /** Idempotent. Waits for in-flight reads, unmounts, detaches lazily after the timeout. */
   unmount(): Promise<void>;
   readonly mounted: boolean;
@@ -242,7 +245,7 @@ export interface MountedLayer {
  * first. Registers an exit hook that detaches the mount if the process
  * exits without unmounting.
  */
-export async function mountLayer(mountpoint: string, ops: LayerFuseOps, opts: MountOptions = {}): Promise<MountedLayer> {
+export async function mountLayer(mountpoint: string, ops: MountableOps, opts: MountOptions = {}): Promise<MountedLayer> {
   const mp = resolve(mountpoint);
   const log = opts.log ?? (() => undefined);
   const unmountTimeoutMs = opts.unmountTimeoutMs ?? 10_000;
@@ -308,17 +311,17 @@ export async function mountLayer(mountpoint: string, ops: LayerFuseOps, opts: Mo
     throw err;
   }
   log({ event: 'mounted', mountpoint: mp });
-  const { paths, prefetching } = ops.startup;
   let warmup: KernelCacheWarmup | undefined;
-  if (opts.warmKernelCache !== false && prefetching !== undefined) {
-    warmup = new KernelCacheWarmup(mp, paths, { log });
-    warmup.start(prefetching);
-  }
 
   return {
     mountpoint: mp,
     get mounted() {
       return mounted;
+    },
+    warmKernelCache(paths: string[], prefetching: Promise<void>): void {
+      if (warmup !== undefined || unmounting !== undefined) return;
+      warmup = new KernelCacheWarmup(mp, paths, { log });
+      warmup.start(prefetching);
     },
     unmount(): Promise<void> {
       unmounting ??= (async () => {

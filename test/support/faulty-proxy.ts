@@ -1,22 +1,22 @@
 /**
  * A fault-injecting HTTP proxy on 127.0.0.1 in front of a loopback
  * registry. Blob GETs (the lazy range reads) can be answered with a
- * connection reset, a 500, a stall (no answer at all), a truncated body
- * (headers promise more than is sent) or a corrupted body (bytes flipped,
- * length kept). Everything else is forwarded untouched. Faults apply to the
+ * connection reset, a 500, a stall (no answer at all), a delay (forwarded
+ * after `delayMs`), a truncated body (headers promise more than is sent)
+ * or a corrupted body (bytes flipped, length kept). Everything else is forwarded untouched. Faults apply to the
  * next `times` blob GETs (default: until changed).
  */
 import { createServer, request as httpRequest, Agent, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
-export type ProxyFault = 'none' | 'reset' | '500' | 'stall' | 'truncate' | 'corrupt';
+export type ProxyFault = 'none' | 'reset' | '500' | 'stall' | 'delay' | 'truncate' | 'corrupt';
 
 export interface FaultyProxy {
   /** "127.0.0.1:PORT" */
   host: string;
-  setFault(fault: ProxyFault, times?: number): void;
-  /** Blob GETs seen, with the fault applied to each. */
-  readonly blobGets: Array<{ range: string | undefined; fault: ProxyFault }>;
+  setFault(fault: ProxyFault, times?: number, opts?: { delayMs?: number }): void;
+  /** Blob GETs seen, with the fault applied to each (and, for a delay, when the request went on). */
+  readonly blobGets: Array<{ range: string | undefined; fault: ProxyFault; forwardedAt?: number }>;
   close(): Promise<void>;
 }
 
@@ -29,6 +29,7 @@ export async function startFaultyProxy(upstream: string): Promise<FaultyProxy> {
   const sockets = new Set<Socket>();
   let fault: ProxyFault = 'none';
   let remaining = Infinity;
+  let delayMs = 1000;
   const blobGets: FaultyProxy['blobGets'] = [];
 
   const forward = (req: IncomingMessage, res: ServerResponse, transform?: 'truncate' | 'corrupt'): void => {
@@ -68,7 +69,8 @@ export async function startFaultyProxy(upstream: string): Promise<FaultyProxy> {
       applied = fault;
       remaining--;
     }
-    blobGets.push({ range: req.headers.range, fault: applied });
+    const seen: FaultyProxy['blobGets'][number] = { range: req.headers.range, fault: applied };
+    blobGets.push(seen);
     switch (applied) {
       case 'none':
         return forward(req, res);
@@ -84,6 +86,12 @@ export async function startFaultyProxy(upstream: string): Promise<FaultyProxy> {
         return;
       case 'stall':
         return; // never answer; the socket is closed by close()
+      case 'delay':
+        setTimeout(() => {
+          seen.forwardedAt = Date.now();
+          forward(req, res);
+        }, delayMs);
+        return;
       case 'truncate':
       case 'corrupt':
         return forward(req, res, applied);
@@ -98,9 +106,10 @@ export async function startFaultyProxy(upstream: string): Promise<FaultyProxy> {
   return {
     host: `127.0.0.1:${port}`,
     blobGets,
-    setFault(next: ProxyFault, times = Infinity): void {
+    setFault(next: ProxyFault, times = Infinity, opts: { delayMs?: number } = {}): void {
       fault = next;
       remaining = times;
+      delayMs = opts.delayMs ?? 1000;
     },
     async close(): Promise<void> {
       for (const socket of sockets) socket.destroy();
