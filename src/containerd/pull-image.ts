@@ -81,9 +81,10 @@ export interface PullImageOptions {
   /** Each layer as soon as it is ready. */
   onLayer?: (layer: PulledLayer) => void;
   /**
-   * The layers about to be prepared, bottom first, with the labels their
-   * Prepare will carry: called once, before the first Prepare, so that a
-   * snapshotter in the same process can start on them early.
+   * The image's layers, bottom first, with the labels their Prepare will
+   * carry: called once, before containerd is asked which of them it has,
+   * so that a snapshotter in the same process can start on them early (it
+   * skips those it has itself).
    */
   onLayersToPrepare?: (layers: Array<{ index: number; labels: Record<string, string> }>) => void;
 }
@@ -210,13 +211,14 @@ export async function pullResolvedImage(
   const chain = chainIds(diffIds);
   const sourceLabel = { [`${LABEL_DISTRIBUTION_SOURCE}${ref.registry === DOCKER_HUB_REGISTRY ? 'docker.io' : ref.registry}`]: ref.repository };
 
+  const labelsOf = (i: number): Record<string, string> => snapshotLabels(name, layers[i]!, chain[i]!, layers.slice(i + 1));
+  // Before the round trips through containerd below (tens of ms on a busy node).
+  opts.onLayersToPrepare?.(layers.map((_, index) => ({ index, labels: labelsOf(index) })));
   // Fails fast (before anything is written) when the snapshotter is unknown to containerd.
   const lookup = new SnapshotsClient(conn, opts.snapshotter);
   const topExists = chain.length > 0 && (await lookup.stat(chain[chain.length - 1]!)) !== undefined;
   // Below a missing top, any layer may be there already (a shared base): looked up all at once.
   const present = topExists ? chain.map(() => true) : await Promise.all(chain.map(async (id, i) => i < chain.length - 1 && (await lookup.stat(id)) !== undefined));
-  const labelsOf = (i: number): Record<string, string> => snapshotLabels(name, layers[i]!, chain[i]!, layers.slice(i + 1));
-  opts.onLayersToPrepare?.(present.flatMap((there, index) => (there ? [] : [{ index, labels: labelsOf(index) }])));
 
   return withLease(conn, async (leased) => {
     const content = new ContentStore(leased);
@@ -232,8 +234,12 @@ export async function pullResolvedImage(
     layers.forEach((l, i) => (manifestLabels[`containerd.io/gc.ref.content.l.${i}`] = l.digest));
     // Metadata content and layer snapshots do not depend on each other (the lease keeps both):
     // containerd writes the one while the snapshotter mounts the other.
+    const chainId = chain[chain.length - 1] ?? '';
+    // The config's reference to the top snapshot (for containerd's GC) is set with the config: a reference
+    // to a snapshot that does not exist yet is ignored, and the lease keeps everything until the pull is done.
+    const configLabels: Record<string, string> = chainId ? { [`containerd.io/gc.ref.snapshot.${opts.snapshotter}`]: chainId } : {};
     const metadataStored = (async () => {
-      await store(image.config.descriptor, image.config.body, 'config', {});
+      await store(image.config.descriptor, image.config.body, 'config', configLabels);
       await store(image.manifest.descriptor, image.manifest.body, 'manifest', manifestLabels);
       if (image.index) {
         const indexLabels: Record<string, string> = {};
@@ -272,8 +278,6 @@ export async function pullResolvedImage(
     }
 
     await metadataStored;
-    const chainId = chain[chain.length - 1] ?? '';
-    if (chainId) await content.setLabels(image.config.descriptor.digest, { [`containerd.io/gc.ref.snapshot.${opts.snapshotter}`]: chainId });
 
     const target = image.index?.descriptor ?? image.manifest.descriptor;
     trace('pull.layers-done');
