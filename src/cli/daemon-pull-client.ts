@@ -27,6 +27,7 @@ import { defaultDockerConfigPath } from '../registry/docker-config';
 import { parseReference } from '../registry/reference';
 import { DEFAULT_SNAPSHOTTER_ADDRESS, ERROR_CODE_TRAILER, JsonFrameDecoder, PULL_PATH, encodeJsonFrame, type PullEvent, type PullRequest } from '../snapshotter/pull-protocol';
 import { trace } from '../util/trace';
+import { exitQuietlyOnEpipe } from './command-exit';
 import type { Progress } from './progress';
 import { layerLine, pullJson, pullSummary } from './pull-output';
 
@@ -238,11 +239,7 @@ export async function pullThroughDaemon(args: string[]): Promise<boolean> {
     ...(flags.platform !== undefined ? { platform: flags.platform } : {}),
     dockerConfigPath: resolvePath(defaultDockerConfigPath()),
   };
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    // A reader that goes away early (`lazypull pull X | head -1`) is not an error.
-    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-    throw err;
-  });
+  exitQuietlyOnEpipe();
   const printer = new PullPrinter(flags.json);
   const outcome = await callDaemon(socket, request, printer);
   printer.stopProgress();

@@ -4,7 +4,8 @@
  * into the converter, the filesystem and the snapshotter.
  */
 import { Command } from 'commander';
-import { isLazypullError, redact, toError } from '../errors';
+import { redact, toError } from '../errors';
+import { exitQuietlyOnEpipe, reportError } from './command-exit';
 
 /**
  * A command's module is loaded only when the command runs: every
@@ -20,20 +21,12 @@ function run(action: (...args: any[]) => Promise<void>): (...args: any[]) => Pro
     try {
       await action(...args);
     } catch (value) {
-      const err = toError(value);
-      const code = isLazypullError(err) ? ` [${err.code}]` : '';
-      process.stderr.write(`lazypull: ${redact(err.message)}${code}\n`);
-      if (process.env.LAZYPULL_DEBUG && err.stack) process.stderr.write(`${redact(err.stack)}\n`);
-      process.exitCode = 1;
+      reportError(value);
     }
   };
 }
 
-// A reader that goes away early (`lazypull toc X | head`) is not an error.
-process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-  throw err;
-});
+exitQuietlyOnEpipe();
 
 const program = new Command();
 program.name('lazypull').description('Lazy pulling of container images: eStargz conversion and a containerd remote snapshotter');
