@@ -5,11 +5,9 @@
  * resume, delete, and label one pod as `kubectl label pod` does. The server
  * is --server, $LAZYPULL_SERVER, or http://127.0.0.1:8450.
  */
-import { readFile } from 'node:fs/promises';
 import { parseLabelArgs } from '../controller/pod-labels';
-import { LazypullError, type LazypullErrorCode } from '../errors';
-
-export const DEFAULT_SERVER = 'http://127.0.0.1:8450';
+import { answerJson, serverUrl, unreachableError } from './controller-answer';
+import { APPLY_METHOD, APPLY_PATH, appliedOutput, readManifest, type ApplyAnswer } from './rollout-apply-io';
 
 export interface ServerFlags {
   server?: string;
@@ -30,35 +28,17 @@ interface CloneSetView {
   createdAt: number;
 }
 
-function serverUrl(flags: ServerFlags): string {
-  return (flags.server ?? process.env.LAZYPULL_SERVER ?? DEFAULT_SERVER).replace(/\/+$/, '');
-}
-
 /** One request to the controller; its JSON answer, or a LazypullError carrying the server's message. */
 async function request<T>(flags: ServerFlags, method: string, path: string, body?: string, contentType = 'application/yaml'): Promise<T> {
-  const url = `${serverUrl(flags)}${path}`;
+  const server = serverUrl(flags.server);
   let res: Response;
   try {
-    res = await fetch(url, { method, body, headers: body === undefined ? {} : { 'content-type': contentType } });
+    res = await fetch(`${server}${path}`, { method, body, headers: body === undefined ? {} : { 'content-type': contentType } });
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `cannot reach the controller at ${serverUrl(flags)} (${cause?.code ?? cause?.message ?? String(err)}); is \`lazypull controller\` running? (--server or LAZYPULL_SERVER)`, {
-      server: serverUrl(flags),
-    });
+    throw unreachableError(server, cause?.code ?? cause?.message ?? String(err));
   }
-  const text = await res.text();
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  if (!res.ok) {
-    const e = (json as { error?: { code?: string; message?: string; field?: string } } | undefined)?.error;
-    const code: LazypullErrorCode = res.status === 400 ? 'LAZYPULL_ERR_INVALID_ARGUMENT' : e?.code?.startsWith('LAZYPULL_ERR_') ? (e.code as LazypullErrorCode) : 'LAZYPULL_ERR_INVALID_ARGUMENT';
-    throw new LazypullError(code, e?.message ?? `${method} ${path}: HTTP ${res.status}`, { status: res.status, field: e?.field });
-  }
-  return json as T;
+  return answerJson<T>(method, path, res.status, await res.text());
 }
 
 /** kubectl's HumanDuration: 45s, 3m20s, 17m, 5h3m, 9h, 3d4h, 12d, 2y. */
@@ -97,23 +77,11 @@ export function formatTable(rows: string[][]): string {
   return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i] + 3))).join('')).join('\n');
 }
 
+/** The thin client (thin-apply-client.ts) runs this command without the CLI when it can: a change here is a change there. */
 export async function rolloutApplyCommand(flags: ServerFlags & { file?: string; json?: boolean }): Promise<void> {
-  if (!flags.file) throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', 'rollout apply needs -f FILE (a CloneSet manifest; - reads stdin)');
-  let text: string;
-  try {
-    text = flags.file === '-' ? await readStdin() : await readFile(flags.file, 'utf8');
-  } catch (err) {
-    throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `cannot read ${flags.file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { file: flags.file });
-  }
-  const result = await request<{ name: string; updateRevision: string; created: boolean }>(flags, 'PUT', '/clonesets', text);
-  if (flags.json) process.stdout.write(`${JSON.stringify(result)}\n`);
-  else process.stdout.write(`cloneset.apps.kruise.io/${result.name} ${result.created ? 'created' : 'configured'} (revision ${result.updateRevision})\n`);
-}
-
-async function readStdin(): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
+  const text = await readManifest(flags.file);
+  const answer = await request<ApplyAnswer>(flags, APPLY_METHOD, APPLY_PATH, text);
+  process.stdout.write(appliedOutput(answer, flags.json === true));
 }
 
 export async function rolloutStatusCommand(name: string, flags: ServerFlags & { watch?: boolean; json?: boolean; interval?: string }): Promise<void> {
