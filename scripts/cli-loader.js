@@ -229,27 +229,40 @@ function main() {
 }
 
 /**
- * `lazypull pull` asks the snapshotter daemon to pull first
- * (src/cli/daemon-pull-client.ts, compiled next to this file): when it
- * does, the bundle is never loaded. The client answers false when the CLI
- * should pull in this process (no daemon, an argument it does not know).
+ * Thin clients, compiled by tsc next to this file: commands on a timed path
+ * that a small module runs without the bundle. `lazypull pull` asks the
+ * snapshotter daemon to pull (src/cli/daemon-pull-client.ts); `lazypull
+ * rollout apply` sends the manifest with node:http (src/cli/thin-apply-client.ts).
+ * A client answers false when the CLI should run the command itself (no
+ * daemon, an argument it does not know, ...): then the bundle is loaded.
+ * `LAZYPULL_THIN_CLIENT=0` runs `rollout apply` in the full CLI (to compare
+ * the two, or as a way out); for `pull`, that is --no-daemon.
  */
+function thinClient(args) {
+  if (args[0] === 'pull') return { module: './daemon-pull-client.js', run: (m) => m.pullThroughDaemon(args.slice(1)) };
+  if (args[0] === 'rollout' && args[1] === 'apply' && process.env.LAZYPULL_THIN_CLIENT !== '0') {
+    return { module: './thin-apply-client.js', run: (m) => m.thinRolloutApply(args.slice(2)) };
+  }
+  return undefined;
+}
+
 function start() {
-  if (process.argv[2] !== 'pull') return main();
+  const thin = thinClient(process.argv.slice(2));
+  if (!thin) return main();
   let client;
   try {
-    client = require('./daemon-pull-client.js');
+    client = require(thin.module);
   } catch {
     return main();
   }
-  client.pullThroughDaemon(process.argv.slice(3)).then(
+  thin.run(client).then(
     (handled) => {
       // Done: output is written (synchronously, for files and pipes on Linux), nothing else is pending.
       if (handled) process.exit();
       main();
     },
     (err) => {
-      // Not expected: the client prints its own errors. Output may have begun, so no second pull.
+      // Not expected: the client prints its own errors. Output may have begun, or the server been asked, so no second run.
       process.stderr.write(`lazypull: ${require('../errors.js').redact(String(err && err.message))}\n`);
       process.exitCode = 1;
     },
