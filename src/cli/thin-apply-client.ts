@@ -16,7 +16,8 @@
  * an operand), a server URL fetch refuses or may treat otherwise (malformed,
  * with credentials, a port fetch blocks, another scheme), $LAZYPULL_DEBUG
  * (the CLI's error stacks name its own files), or a redirect (fetch follows
- * it; the server applied nothing).
+ * it; the server applied nothing). `LAZYPULL_THIN_CLIENT=0` (read by the
+ * loader) skips this client.
  *
  * Only small modules may be imported here: no fetch, no CLI parser, no YAML.
  */
