@@ -92,11 +92,12 @@ export class DiskChunkCache implements ChunkCache {
   }
 
   /**
-   * Before the rebuild got to it: index a chunk file found on disk. Lookups
-   * are synchronous, so this lists the chunk's fan-out directory once (a
-   * reader asks about every chunk of its layer at start) and stats only hits.
+   * Before the rebuild got to it: whether a chunk file is on disk. Lookups
+   * are synchronous, and a reader asks about every chunk of its layer at
+   * start, so this lists the chunk's fan-out directory once and answers
+   * from the listing, without a stat per chunk.
    */
-  private adopt(hex: string): Entry | undefined {
+  private listedOnDisk(hex: string): boolean {
     const subDir = join(this.dir, 'sha256', hex.slice(0, 2));
     let names = this.listedDirs.get(subDir);
     if (names === undefined) {
@@ -105,7 +106,12 @@ export class DiskChunkCache implements ChunkCache {
       names = this.fanOutDirs.has(hex.slice(0, 2)) ? listNames(subDir) : new Set<string>();
       this.listedDirs.set(subDir, names);
     }
-    if (!names.has(hex)) return undefined;
+    return names.has(hex);
+  }
+
+  /** Before the rebuild got to it: index a chunk file found on disk (to read it: its size is checked on read). */
+  private adopt(hex: string): Entry | undefined {
+    if (!this.listedOnDisk(hex)) return undefined;
     try {
       const st = statSync(this.pathOf(hex));
       if (!st.isFile()) return undefined;
@@ -165,7 +171,7 @@ export class DiskChunkCache implements ChunkCache {
   has(digest: string): boolean {
     const m = /^sha256:([0-9a-f]{64})$/.exec(digest);
     if (m === null) return false;
-    return this.entries.has(m[1]!) || (!this.indexed && this.adopt(m[1]!) !== undefined);
+    return this.entries.has(m[1]!) || (!this.indexed && this.listedOnDisk(m[1]!));
   }
 
   usage(): DiskCacheUsage {

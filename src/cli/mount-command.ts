@@ -227,6 +227,7 @@ async function serveLayer(refText: string, layerDigest: string, mountpoint: stri
     });
     reader = new LayerReader(layer.index, layer.blob, { label: layerDigest, cache, readTimeoutMs, log });
     const ops = new LayerFuseOps(layer.index, reader, { readTimeoutMs: readTimeoutMs + 2000, log });
+    trace('server.reader-ready');
     if (stopRequested) throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `interrupted by ${stopRequested} before mounting`);
     pendingOps.ready(ops);
     trace('server.mounted');
@@ -265,6 +266,7 @@ async function serveLayer(refText: string, layerDigest: string, mountpoint: stri
     };
     statusWriter = new MountStatusWriter(statusPath(stateDir, mountedLayer.mountpoint), snapshot);
     await statusWriter.start();
+    trace('server.status-written');
 
     const message = `mounted ${layerDigest} of ${formatReference(ref)} at ${mountedLayer.mountpoint}`;
     process.stdout.write(flags.json ? `${JSON.stringify({ event: 'mounted', mountpoint: mountedLayer.mountpoint, layer: layerDigest, pid: process.pid, status: statusWriter.path })}\n` : `${message}\n`);

@@ -49,7 +49,11 @@ export interface LayerReaderOptions {
 export interface LayerStats {
   /** Bytes of file data in the layer (each hardlinked file once). */
   totalBytes: number;
-  /** Of those, bytes whose chunks are in the cache. */
+  /**
+   * Of those, bytes whose chunks are in the cache: the chunks this reader
+   * cached, plus, once counted (by stats() from a second after the reader
+   * was made), those that were there before.
+   */
   localBytes: number;
   /** Compressed bytes received from the blob reader. */
   fetchedBytes: number;
@@ -209,7 +213,9 @@ export class LayerReader {
     all.sort((a, b) => a.blobOffset - b.blobOffset);
     const seen = new Set<string>();
     this.blobOrder = all.filter((c) => !seen.has(c.digest) && seen.add(c.digest) !== undefined);
-    this.refreshLocal();
+    // Not counted yet: with a warm disk cache the count lists its folders and
+    // looks up every chunk, tens of ms that a mount should not wait for.
+    this.lastRefresh = Date.now();
   }
 
   /**
