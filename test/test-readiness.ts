@@ -5,7 +5,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FAST_RETRY_WINDOW_MS, FIRST_READY_RETRY_MS, ReadinessTracker } from '../src/controller/readiness';
+import { FAST_RETRY_MS, FAST_RETRY_WINDOW_MS, FASTEST_RETRY_WINDOW_MS, FIRST_READY_RETRY_MS, ReadinessTracker } from '../src/controller/readiness';
 import type { ExecProbe } from '../src/controller/types';
 
 function probe(periodSeconds: number, failureThreshold = 1): ExecProbe {
@@ -34,7 +34,7 @@ describe('readiness probes', function () {
   let tracker: ReadinessTracker | undefined;
   afterEach(() => tracker?.close());
 
-  it('retries a failed probe every 0.1 s in the first second, then backs off, until the container was ready once', async function () {
+  it('retries a failed probe every 0.05 s in the first half second, every 0.1 s to the end of the first, then backs off, until the container was ready once', async function () {
     // Never passes (the app is still starting) during the 1.8 s watched, with a 5 s period.
     const { runs, exec } = scriptedExec(() => 1);
     tracker = new ReadinessTracker(exec);
@@ -42,10 +42,14 @@ describe('readiness probes', function () {
     assert.equal(await tracker.observe('c1', probe(5), started * 1e6), false, 'unready until a probe passed');
     await sleep(1800);
     const gaps = runs.slice(1).map((t, i) => t - runs[i]!);
+    const fastest = runs.filter((t) => t - started < FASTEST_RETRY_WINDOW_MS);
     const early = runs.filter((t) => t - started < FAST_RETRY_WINDOW_MS);
     // Doubling from the start would give 4 runs in that second (0, 0.1, 0.3, 0.7 s).
-    assert.ok(early.length >= 7, `${early.length} runs in the first second: ${gaps.join(', ')}`);
-    assert.ok(gaps.every((g) => g >= FIRST_READY_RETRY_MS - 5), `never more often than every 0.1 s: ${gaps.join(', ')}`);
+    assert.ok(fastest.length >= 7, `${fastest.length} runs in the first half second: ${gaps.join(', ')}`);
+    assert.ok(early.length - fastest.length >= 3 && early.length - fastest.length <= 6, `every 0.1 s in the second half: ${gaps.join(', ')}`);
+    assert.ok(gaps.every((g) => g >= FIRST_READY_RETRY_MS - 5), `never more often than every 0.05 s: ${gaps.join(', ')}`);
+    const secondHalf = runs.slice(1).filter((t, i) => runs[i]! - started >= FASTEST_RETRY_WINDOW_MS + 5 && t - started < FAST_RETRY_WINDOW_MS);
+    assert.ok(secondHalf.every((t) => t - runs[runs.indexOf(t) - 1]! >= FAST_RETRY_MS - 5), `then never more often than every 0.1 s: ${gaps.join(', ')}`);
     const late = gaps.slice(early.length - 1);
     assert.ok(late.length >= 2, `runs after the first second: ${gaps.join(', ')}`);
     for (let i = 1; i < late.length; i++) assert.ok(late[i]! > late[i - 1]!, `after the first second the gaps grow: ${late.join(', ')}`);
@@ -64,7 +68,7 @@ describe('readiness probes', function () {
   });
 
   it('counts a retry interval from the start of the failed probe, not its end (a slow exec is not added to it)', async function () {
-    // The first run takes 250 ms (longer than the 100 ms retry interval) and fails; the second passes.
+    // The first run takes 250 ms (longer than the 50 ms retry interval) and fails; the second passes.
     const ends: number[] = [];
     const { runs, exec } = scriptedExec((run) => (run === 0 ? 1 : 0));
     const slowExec = async (): Promise<number> => {
@@ -78,7 +82,7 @@ describe('readiness probes', function () {
     assert.equal(await tracker.observe('c4', probe(5), Date.now() * 1e6), false);
     await waitFor(() => changes > 0, 4000);
     assert.equal(runs.length, 2);
-    // Counted from the end, the retry would begin 100 ms after the slow run; from its start, it is due at once.
+    // Counted from the end, the retry would begin 50 ms after the slow run; from its start, it is due at once.
     const idle = runs[1]! - ends[0]!;
     assert.ok(idle < FIRST_READY_RETRY_MS / 2, `the retry began ${idle} ms after the slow probe ended`);
   });
@@ -109,11 +113,11 @@ describe('readiness probes', function () {
   });
 
   it('stops retrying early once the backoff reaches the period', async function () {
-    // Never passes: with a 0.3 s period the retries go every 0.1 s for 0.3 s, then 0.2, then 0.3 s each.
+    // Never passes: with a 0.3 s period the retries go every 0.05 s for 0.3 s, then 0.2, then 0.3 s each.
     const { runs, exec } = scriptedExec(() => 1);
     tracker = new ReadinessTracker(exec);
     await tracker.observe('c2', probe(0.3), Date.now() * 1e6);
-    await waitFor(() => runs.length >= 9, 4000);
+    await waitFor(() => runs.length >= 10, 4000);
     const gaps = runs.slice(1).map((t, i) => t - runs[i]!);
     // Where the fast retries end depends on a timer firing a millisecond early or late; the tail does not.
     assert.ok(gaps[0]! < 290, `fast retries first: ${gaps.join(', ')}`);
