@@ -145,8 +145,7 @@ ${lazyFacts(r)}
   \`updatedReadyReplicas == readyReplicas == replicas\` at the new \`updateRevision\`, every pod ready.
 - Readiness is probed as soon as the new container runs; until the container has been ready once, a failed probe is retried
   every 0.05 s during the first half second and every 0.1 s for the rest of the first (or period, if shorter), then at intervals
-  doubling up to \`periodSeconds\` (1 s); after
-  that, every period as a kubelet does. Intervals run from one probe's start to the next's (src/controller/readiness.ts).
+  doubling up to \`periodSeconds\` (1 s); after that, every period as a kubelet does. Intervals run from one probe's start to the next's (src/controller/readiness.ts).
 - The controller pre-warms: it pulls v2 through CRI \`PullImage\` before it touches the first pod. With overlayfs the base
   layer is already unpacked on the node (v1 uses it), so (b) and (c) download and unpack only the top layer, as a real node
   would; with lazypull the top layer is mounted lazily and the base layer's mount is shared with v1.
