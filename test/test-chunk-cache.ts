@@ -154,14 +154,29 @@ describe('chunk caches', () => {
 
       const second = await DiskChunkCache.open(dir, 1 << 30);
       assert.equal(second.usage().entries, 0, 'nothing listed yet when open returns');
-      assert.equal(second.has(items[7]!.digest), true);
-      assert.deepEqual(await second.get(items[42]!.digest), items[42]!.data);
+      assert.equal(second.has(items[7]!.digest), true, 'found in the folder listing before the index is built');
       assert.equal(second.has(chunk(10).digest), false);
-      assert.equal(second.usage().entries, 1, 'the one read is indexed; a lookup only consults the directory listing (no stat per chunk)');
+      assert.equal(second.usage().entries, 0, 'a lookup indexes nothing (no stat per chunk)');
+      assert.deepEqual(await second.get(items[42]!.digest), items[42]!.data);
       const fresh = chunk(100);
       await second.put(fresh.digest, fresh.data);
       await second.ready();
       assert.deepEqual(second.usage(), { bytes: 30100, entries: 301 }, 'each chunk counted once');
+    });
+
+    it('puts the listing off by indexAfterMs, finding chunks from the folder listing meanwhile', async () => {
+      const first = await DiskChunkCache.open(dir, 1 << 30);
+      const items = Array.from({ length: 20 }, () => chunk(100));
+      await Promise.all(items.map((i) => first.put(i.digest, i.data)));
+      const opened = Date.now();
+      const later = await DiskChunkCache.open(dir, 1 << 30, { indexAfterMs: 300 });
+      assert.deepEqual(await later.get(items[3]!.digest), items[3]!.data);
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(later.has(items[5]!.digest), true);
+      assert.equal(later.usage().entries, 1, 'only the chunk read is indexed before the listing');
+      await later.ready();
+      assert.ok(Date.now() - opened >= 290, 'the listing waited');
+      assert.deepEqual(later.usage(), { bytes: 2000, entries: 20 });
     });
 
     it('fails a write cleanly, indexing nothing', async () => {

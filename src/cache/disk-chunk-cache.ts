@@ -18,8 +18,9 @@
  * and reported as absent, never served.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { promises as fs, readdirSync, statSync } from 'node:fs';
+import { promises as fs, readdirSync, statSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { digestHex, type ChunkCache } from './chunk-cache';
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -33,6 +34,17 @@ interface Entry {
   size: number;
   /** When the file's times were last set (ms since the epoch). */
   touchedAt: number;
+}
+
+/** How long the rebuild's synchronous listing runs before it lets other work in. */
+const REBUILD_SLICE_MS = 2;
+
+function statOrUndefined(path: string): Stats | undefined {
+  try {
+    return statSync(path);
+  } catch {
+    return undefined;
+  }
 }
 
 /** A directory's entry names; none when it cannot be listed. */
@@ -71,11 +83,17 @@ export class DiskChunkCache implements ChunkCache {
     readonly maxBytes: number,
   ) {}
 
-  static async open(dir: string, maxBytes: number): Promise<DiskChunkCache> {
+  /**
+   * `indexAfterMs` puts off the listing of what is on disk (and so any
+   * eviction) by that long: a layer server starts while a container starts,
+   * and the listing can wait until then.
+   */
+  static async open(dir: string, maxBytes: number, opts: { indexAfterMs?: number } = {}): Promise<DiskChunkCache> {
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) throw new RangeError(`maxBytes must be a byte count, got ${maxBytes}`);
     const cache = new DiskChunkCache(dir, maxBytes);
     await fs.mkdir(join(dir, 'sha256'), { recursive: true });
-    cache.indexing = cache.rebuild().finally(() => {
+    const listingDue = opts.indexAfterMs ? sleep(opts.indexAfterMs, undefined, { ref: false }) : Promise.resolve();
+    cache.indexing = listingDue.then(() => cache.rebuild()).finally(() => {
       cache.indexed = true;
       cache.listedDirs.clear();
       cache.fanOutDirs = undefined;
@@ -124,29 +142,44 @@ export class DiskChunkCache implements ChunkCache {
     }
   }
 
+  /**
+   * List every chunk file with its size and times. Synchronous calls in
+   * short slices, yielding between them: a promise per stat costs ~10x the
+   * CPU of the stat itself (0.44 s for 8,000 chunks, against 0.05 s), and
+   * this runs while the mount serves a starting container.
+   */
   private async rebuild(): Promise<void> {
     const root = join(this.dir, 'sha256');
     const found: Array<{ hex: string; size: number; time: number }> = [];
-    for (const sub of await fs.readdir(root)) {
+    let sliceStart = 0;
+    const yieldSometimes = async (): Promise<void> => {
+      if (performance.now() - sliceStart < REBUILD_SLICE_MS) return;
+      await new Promise((resolve) => setImmediate(resolve));
+      sliceStart = performance.now();
+    };
+    // open() returns first.
+    await yieldSometimes();
+    for (const sub of readdirSync(root)) {
       if (!HEX2.test(sub)) continue;
       const subDir = join(root, sub);
       let names: string[];
       try {
-        names = await fs.readdir(subDir);
+        names = readdirSync(subDir);
       } catch {
         continue; // not a directory
       }
       this.madeDirs.add(subDir);
       for (const name of names) {
+        await yieldSometimes();
         const path = join(subDir, name);
         if (name.startsWith('.')) {
           // A temp file left by a crash mid-write (a recent one is another process's write in progress).
-          const st = await fs.stat(path).catch(() => undefined);
+          const st = statOrUndefined(path);
           if (st !== undefined && Date.now() - st.mtimeMs > STALE_TEMP_MS) await fs.rm(path, { force: true });
           continue;
         }
         if (!HEX64.test(name) || !name.startsWith(sub)) continue;
-        const st = await fs.stat(path).catch(() => undefined);
+        const st = statOrUndefined(path);
         if (st === undefined || !st.isFile()) continue;
         found.push({ hex: name, size: st.size, time: Math.max(st.atimeMs, st.mtimeMs) });
       }

@@ -29,6 +29,8 @@ export const DEFAULT_CACHE_DIR = '/var/lib/lazypull/cache';
 const DEFAULT_CACHE_BYTES = 10 * 1024 ** 3;
 const DEFAULT_MEMORY_CACHE_BYTES = 128 * 1024 ** 2;
 const DEFAULT_READ_TIMEOUT_MS = 30_000;
+/** The chunk cache lists what is on disk this long after a layer server starts: not while its container starts. */
+const CACHE_INDEX_AFTER_MS = 3000;
 
 export interface MountFlags {
   /** containerd-style hosts.toml directory: registry mirrors and plain-HTTP origins. */
@@ -197,7 +199,7 @@ async function serveLayer(refText: string, layerDigest: string, mountpoint: stri
     const pendingOps = new PendingFuseOps();
     const mounting = mountLayer(mountpoint, pendingOps, { log });
     mounting.then(() => trace('server.fuse-mounted'), () => undefined);
-    const cacheOpening = DiskChunkCache.open(cacheDir, cacheBytes);
+    const cacheOpening = DiskChunkCache.open(cacheDir, cacheBytes, { indexAfterMs: CACHE_INDEX_AFTER_MS });
     const [layerOpened, mountDone, cacheOpened] = await Promise.allSettled([
       openRemoteLayer({ client, ref, layerDigest, verifyTocDigest: flags.verify !== false, tocDigest: flags.tocDigest, label: layerDigest }),
       mounting,

@@ -216,37 +216,45 @@ export class CriPodRuntime implements PodRuntime {
     for (const spec of specs) {
       const mine = all.filter((c) => c.labels[LABEL_CONTAINER] === spec.name).sort(newestFirst);
       const newest = mine[0];
-      let target: { id: string; state: string };
-      if (newest !== undefined && newest.labels[LABEL_REVISION] === revision && newest.image?.image === spec.image) {
-        target = newest; // created before a crash: carry on with it
-      } else {
-        const attempt = newest === undefined ? 1 : attemptOf(newest) + 1;
-        const id = await this.cri.createContainer(pod.sandboxId, this.containerConfig(spec, pod.name, set, revision, attempt), sandboxConfig);
-        target = { id, state: 'CONTAINER_CREATED' };
-      }
-      const targetId = target.id;
-      const previous = mine.filter((c) => c.id !== targetId);
-      // Stop the old one(s); keep the most recent dead one, remove the older.
-      for (const old of previous) {
-        // Its pod's gate is closed: a probe now would only race the stop (and cost an exec).
-        this.readiness.forget(old.id);
-        if (old.state === 'CONTAINER_RUNNING' || old.state === 'CONTAINER_CREATED' || old.state === 'CONTAINER_UNKNOWN') {
-          await this.cri.stopContainer(old.id, this.stopTimeoutSec).catch((err: unknown) => {
-            if (!isCriStatus(err, 'NOT_FOUND')) throw err;
-          });
-        }
-      }
-      for (const old of previous.slice(1)) {
-        await this.cri.removeContainer(old.id).catch((err: unknown) => {
-          if (!isCriStatus(err, 'NOT_FOUND')) throw err;
-        });
-      }
+      // Created before a crash: carry on with it.
+      const resumed = newest !== undefined && newest.labels[LABEL_REVISION] === revision && newest.image?.image === spec.image ? newest : undefined;
+      const previous = mine.filter((c) => c !== resumed);
+      // The new container is created while the old one stops (its pod's gate is closed, so nobody is sent to it):
+      // a kubelet even stops it before it pulls. A create that fails leaves the pod without its container, as a new
+      // container that never becomes ready does: counted unavailable, and the rollout stops there.
+      const creating: Promise<{ id: string; state: string }> =
+        resumed !== undefined
+          ? Promise.resolve(resumed)
+          : this.cri
+              .createContainer(pod.sandboxId, this.containerConfig(spec, pod.name, set, revision, newest === undefined ? 1 : attemptOf(newest) + 1), sandboxConfig)
+              .then((id) => ({ id, state: 'CONTAINER_CREATED' }));
+      const stopping = Promise.all(previous.map((old) => this.stopReplaced(old)));
+      const [created, stopped] = await Promise.allSettled([creating, stopping]);
+      if (stopped.status === 'rejected') throw stopped.reason;
+      if (created.status === 'rejected') throw created.reason;
+      const target = created.value;
       if (target.state === 'CONTAINER_CREATED') {
         await this.cri.startContainer(target.id);
         // Probed from its start rather than from the next listing; the verdict comes through onReadinessChange.
         if (spec.readinessProbe) void this.readiness.track(target.id, spec.readinessProbe.exec, Date.now());
       }
+      // Keep the most recent dead one (as a kubelet does, for its logs), remove the older: after the start, off its path.
+      for (const old of previous.slice(1)) {
+        await this.cri.removeContainer(old.id).catch((err: unknown) => {
+          if (!isCriStatus(err, 'NOT_FOUND')) throw err;
+        });
+      }
     }
+  }
+
+  /** Stop a container being replaced; gone already is fine. */
+  private async stopReplaced(old: Container): Promise<void> {
+    // Its pod's gate is closed: a probe now would only race the stop (and cost an exec).
+    this.readiness.forget(old.id);
+    if (old.state !== 'CONTAINER_RUNNING' && old.state !== 'CONTAINER_CREATED' && old.state !== 'CONTAINER_UNKNOWN') return;
+    await this.cri.stopContainer(old.id, this.stopTimeoutSec).catch((err: unknown) => {
+      if (!isCriStatus(err, 'NOT_FOUND')) throw err;
+    });
   }
 
   /** No pod conditions in CRI: the controller's record is the gate. */
