@@ -30,6 +30,7 @@ import type { Container, ContainerConfig, PodSandbox, PodSandboxConfig } from '.
 import { LazypullError } from '../errors';
 import { LABEL_CLONESET, LABEL_POD_NAME, LABEL_REVISION } from './pod-labels';
 import { ReadinessTracker } from './readiness';
+import { trace } from '../util/trace';
 import type { ContainerSpec, ContainerState, ExecProbe, InPlaceUpdateState, PodRuntime, PodState, PodTemplate } from './types';
 
 export { LABEL_CLONESET, LABEL_POD_NAME, LABEL_REVISION };
@@ -108,7 +109,10 @@ export class CriPodRuntime implements PodRuntime {
     this.cri = cri;
     this.namespace = opts.namespace ?? 'lazypull';
     this.stopTimeoutSec = opts.stopTimeoutSec ?? 5;
-    this.readiness = new ReadinessTracker(async (id, cmd, timeoutSec) => (await cri.execSync(id, cmd, { timeoutSec })).exitCode, opts.onReadinessChange);
+    this.readiness = new ReadinessTracker(async (id, cmd, timeoutSec) => {
+      trace('controller.probe');
+      return (await cri.execSync(id, cmd, { timeoutSec })).exitCode;
+    }, opts.onReadinessChange);
   }
 
   async pullImage(image: string): Promise<string> {
@@ -291,6 +295,7 @@ export class CriPodRuntime implements PodRuntime {
   }
 
   async listPods(selector: Record<string, string>): Promise<PodState[]> {
+    trace('controller.list');
     // Every sandbox, selected here as CRI's label selector would: the whole list also tells which remembered ones are gone.
     const all = await this.cri.listPodSandbox();
     const ids = new Set(all.map((s) => s.id));
