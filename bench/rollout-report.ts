@@ -2,7 +2,7 @@
 import { cpus } from 'node:os';
 import { resolveIntOrPercent } from '../src/controller/int-or-percent';
 import { median } from './bench-util';
-import { ROLLOUT_MODES, type RolloutMode, type RolloutResults, type RolloutRun } from './rollout';
+import { ROLLOUT_MODES, STATUS_POLL_MS, type RolloutMode, type RolloutResults, type RolloutRun } from './rollout';
 import type { RolloutTimeline } from './rollout-timeline';
 
 const TARGET_RATIO = 0.2;
@@ -141,7 +141,7 @@ ${lazyFacts(r)}
   until the snapshotter's background fetch of v1's layers is done, as on a node that has run v1 for a while), then \`sync\`.
   Before the apply, CRI \`ImageStatus\` confirms that v2 is not on the node.
 - Timed: from the start of \`lazypull rollout apply -f v2.yaml\` (the CLI process, Node start-up included) until the
-  controller's HTTP API (what \`lazypull rollout status --json\` prints), polled every 100 ms, shows
+  controller's HTTP API (what \`lazypull rollout status --json\` prints), polled every ${STATUS_POLL_MS} ms, shows
   \`updatedReadyReplicas == readyReplicas == replicas\` at the new \`updateRevision\`, every pod ready.
 - Readiness is probed as soon as the new container runs; until the container has been ready once, a failed probe is retried
   every 0.05 s during the first half second and every 0.1 s for the rest of the first (or period, if shorter), then at intervals

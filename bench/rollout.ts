@@ -37,6 +37,11 @@ const SET_NAME = 'app';
 /** Half the replicas at a time: the update goes in parallel and half the set keeps serving. */
 export const MAX_UNAVAILABLE = '50%';
 const ROLLOUT_TIMEOUT_MS = 10 * 60_000;
+/**
+ * How often the timed wait reads the status (the controller answers from memory, ~0.5 ms of CPU a read): the
+ * result is known to this resolution, and a 0.1 s grid would add 0.05 s on average to a result of about 1 s.
+ */
+export const STATUS_POLL_MS = 20;
 
 export type RolloutModeName = 'inplace-lazypull' | 'inplace-overlayfs' | 'recreate-overlayfs';
 
@@ -207,6 +212,7 @@ async function measure(mode: RolloutMode, node: RolloutNode, app: AppImages, rep
       return rolledOutTo(s, applied.updateRevision, replicas);
     },
     ROLLOUT_TIMEOUT_MS,
+    STATUS_POLL_MS,
   );
   const seconds = since(start);
 

@@ -112,8 +112,8 @@ export class Api {
     await this.call('DELETE', `/clonesets/${name}`);
   }
 
-  /** Poll the status until `done` holds; the last status. */
-  async waitFor(name: string, what: string, done: (s: StatusView) => boolean, timeoutMs = 60_000): Promise<StatusView> {
+  /** Poll the status every `intervalMs` until `done` holds; the last status. */
+  async waitFor(name: string, what: string, done: (s: StatusView) => boolean, timeoutMs = 60_000, intervalMs = 100): Promise<StatusView> {
     const deadline = Date.now() + timeoutMs;
     let last: StatusView | undefined;
     for (;;) {
@@ -124,7 +124,7 @@ export class Api {
         if (Date.now() > deadline) throw err;
       }
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last, null, 1)}`);
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, intervalMs));
     }
   }
 
