@@ -10,6 +10,7 @@ export const STARTUP_PHASES: Array<{ event: string; label: string }> = [
   { event: 'pull.start', label: '`lazypull pull` running (Node.js start-up and module loading done)' },
   { event: 'daemon.pull', label: 'the snapshotter daemon got the pull request' },
   { event: 'pull.resolved', label: 'manifest and config fetched, containerd connected' },
+  { event: 'snapshotter.mount-ahead', label: 'the daemon asked its snapshotter to mount the layers ahead of containerd' },
   { event: 'snapshotter.mount-start', label: 'snapshotter began mounting the first layer (ahead of its Prepare when the daemon pulls)' },
   { event: 'snapshotter.Prepare', label: 'snapshotter got the first Prepare' },
   { event: 'server.job', label: 'standby layer server took the mount' },

@@ -8,12 +8,13 @@
  * Independent of gRPC; `grpc-service.ts` exposes it.
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { mkdirSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { matchesFilters, parseFilters } from './list-filters';
 import { MetadataStore, type RemoteLayerSource, type SnapshotKind, type SnapshotRecord } from './metadata-store';
 import { SnapshotError } from './snapshot-errors';
 import { directoryUsage } from './usage';
+import { trace } from '../util/trace';
 
 export interface Mount {
   type: string;
@@ -195,8 +196,9 @@ export class Snapshotter {
 
   private async startMount(id: string, labels: Record<string, string>, ahead: boolean): Promise<RemoteLayerSource | undefined> {
     const mountpoint = this.fsDir(id);
-    await fs.mkdir(mountpoint, { recursive: true, mode: 0o755 });
     try {
+      // Synchronous: a mkdir takes microseconds, a trip through a busy thread pool can take milliseconds.
+      mkdirSync(mountpoint, { recursive: true, mode: 0o755 });
       return await this.opts.remote!.mount(labels, mountpoint, { ahead });
     } catch (err) {
       this.log({ event: 'remote_mount_failed', layer: this.opts.remote!.layerKey(labels), error: (err as Error).message });
@@ -212,6 +214,7 @@ export class Snapshotter {
    */
   mountAhead(layers: Array<Record<string, string>>): void {
     if (!this.opts.remote) return;
+    trace('snapshotter.mount-ahead');
     // A layer this daemon serves already (for another containerd namespace) is not mounted again: containerd finds it by its chain ID.
     const missing = layers.filter((labels) => !(labels[LABEL_TARGET_REF] && this.store.get(labels[LABEL_TARGET_REF]!)));
     for (const labels of missing.slice(0, MAX_LAYERS_AHEAD + 1)) {
