@@ -230,7 +230,7 @@ async function serveLayer(refText: string, layerDigest: string, mountpoint: stri
     reader = new LayerReader(layer.index, layer.blob, { label: layerDigest, cache, readTimeoutMs, log });
     const ops = new LayerFuseOps(layer.index, reader, { readTimeoutMs: readTimeoutMs + 2000, log });
     trace('server.reader-ready');
-    if (stopRequested) throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `interrupted by ${stopRequested} before mounting`);
+    if (stopRequested) throw new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `interrupted by ${stopRequested} before the layer was served`);
     pendingOps.ready(ops);
     trace('server.mounted');
 
