@@ -22,7 +22,7 @@
  */
 const { buildSync, transformSync } = require('esbuild');
 const { spawnSync } = require('node:child_process');
-const { readFileSync, renameSync, rmSync, writeFileSync } = require('node:fs');
+const { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } = require('node:fs');
 const { join } = require('node:path');
 
 const cliDir = join(__dirname, '..', 'dist', 'src', 'cli');
@@ -73,7 +73,7 @@ rmSync(`${entry}.map`, { force: true });
 // of a pull that loads everything a pull loads (containerd's gRPC API, the
 // registry client) and then fails at once, before it contacts anything.
 // (Its content measured best for pulls and as good as any for mounts.)
-rmSync(join(cliDir, 'main.bundle.js.v8cache'), { force: true });
+for (const name of readdirSync(cliDir)) if (/^main\.bundle\.js\.(?:[0-9a-f]{8}\.)?v8cache$/.test(name)) rmSync(join(cliDir, name), { force: true });
 const warmUp = spawnSync(process.execPath, [entry, 'pull', '127.0.0.1:1/lazypull-build:warm-up', '--no-daemon', '--address', join(cliDir, 'no-containerd.sock')], {
   env: { ...process.env, LAZYPULL_CODE_CACHE: '1', LAZYPULL_CODE_CACHE_DIR: '', LAZYPULL_CODE_CACHE_DEBUG: '1' },
   encoding: 'utf8',

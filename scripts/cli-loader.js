@@ -14,7 +14,8 @@
  * CommonJS module that gets this module's `exports`, `require`, `module`,
  * `__filename` and `__dirname`, so it runs exactly as if it were this file.
  *
- * The cache: `main.bundle.js.v8cache` next to the bundle if that folder is
+ * The cache: `main.bundle.js.v8cache` (with Node.js flags, one named after
+ * them) next to the bundle if that folder is
  * writable, else in `$TMPDIR/lazypull-v8-cache/` if that folder is this
  * user's alone (the cache is code we run), or in `$LAZYPULL_CODE_CACHE_DIR`.
  * Its first line holds a key of the bundle file (inode, size, times), Node.js/V8, arch and
@@ -35,7 +36,16 @@ const path = require('node:path');
 const vm = require('node:vm');
 
 const BUNDLE = path.join(__dirname, 'main.bundle.js');
-const CACHE_NAME = 'main.bundle.js.v8cache';
+/**
+ * V8 rejects a cache made under other heap or JIT flags, so a process
+ * started with Node.js flags (the layer servers', see
+ * src/snapshotter/fuse-process-layers.ts) has a file of its own and does
+ * not overwrite the one of the commands run without flags.
+ */
+const CACHE_NAME =
+  process.execArgv.length === 0
+    ? 'main.bundle.js.v8cache'
+    : `main.bundle.js.${require('node:crypto').createHash('sha256').update(process.execArgv.join('\0')).digest('hex').slice(0, 8)}.v8cache`;
 const FORMAT = 'lazypull-v8-cache/1';
 /** A command still running after this long has run its start-up code: its compiled functions are saved then. */
 const WRITE_AFTER_MS = 1000;

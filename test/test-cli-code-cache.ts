@@ -33,11 +33,11 @@ interface Run {
   cache: string[];
 }
 
-function run(entry: string, args: string[], opts: { env?: NodeJS.ProcessEnv; uid?: number; cwd?: string } = {}): Promise<Run> {
+function run(entry: string, args: string[], opts: { env?: NodeJS.ProcessEnv; uid?: number; cwd?: string; nodeFlags?: string[] } = {}): Promise<Run> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      [entry, ...args],
+      [...(opts.nodeFlags ?? []), entry, ...args],
       {
         env: { ...process.env, LAZYPULL_CODE_CACHE_DEBUG: '1', LAZYPULL_CODE_CACHE: '', LAZYPULL_CODE_CACHE_DIR: '', LAZYPULL_DEBUG: '', ...opts.env },
         timeout: 60_000,
@@ -189,6 +189,20 @@ describe('lazypull CLI code cache', function () {
       assert.deepEqual(seen(quiet), seen(first));
       assert.equal(quiet.stderr, '');
       assert.deepEqual(quiet.cache, []);
+    });
+
+    it('keeps a file of its own for a process started with Node.js flags (V8 rejects a cache made under other flags)', async () => {
+      const { entry, dir } = copyCli();
+      const plain = await run(entry, ['--help']);
+      assert.equal(wrote(plain), join(dir, CACHE_NAME));
+      const flagged = await run(entry, ['--help'], { nodeFlags: ['--min-semi-space-size=16', '--max-semi-space-size=32'] });
+      assert.equal(state(flagged), 'miss', flagged.cache.join('; '));
+      const own = wrote(flagged);
+      assert.match(own ?? '', /\/main\.bundle\.js\.[0-9a-f]{8}\.v8cache$/);
+      assert.deepEqual(seen(flagged), seen(plain));
+      // The plain file is untouched: the next run without flags still hits it.
+      const again = await run(entry, ['--help']);
+      assert.deepEqual(again.cache, [`hit ${join(dir, CACHE_NAME)}`]);
     });
 
     it('holds the functions a command ran: a pull writes more than --help', async () => {

