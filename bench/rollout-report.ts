@@ -143,7 +143,7 @@ ${lazyFacts(r)}
 - Timed: from the start of \`lazypull rollout apply -f v2.yaml\` (the CLI process, Node start-up included) until the
   controller's HTTP API (what \`lazypull rollout status --json\` prints), polled every ${STATUS_POLL_MS} ms, shows
   \`updatedReadyReplicas == readyReplicas == replicas\` at the new \`updateRevision\`, every pod ready.
-- Readiness is probed as soon as the new container runs; until the container has been ready once, a failed probe is retried
+- Readiness is first probed 0.05 s after the new container starts; until the container has been ready once, a failed probe is retried
   every 0.05 s during the first half second and every 0.1 s for the rest of the first (or period, if shorter), then at intervals
   doubling up to \`periodSeconds\` (1 s); after that, every period as a kubelet does. Intervals run from one probe's start to the next's (src/controller/readiness.ts).
 - The controller pre-warms: it pulls v2 through CRI \`PullImage\` before it touches the first pod. With overlayfs the base

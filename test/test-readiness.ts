@@ -87,12 +87,16 @@ describe('readiness probes', function () {
     assert.ok(idle < FIRST_READY_RETRY_MS / 2, `the retry began ${idle} ms after the slow probe ended`);
   });
 
-  it('a container tracked at its start is probed at once; a listing afterwards reuses that verdict', async function () {
+  it('a container tracked at its start is first probed 0.05 s after it; a listing afterwards reuses that verdict', async function () {
     const { runs, exec } = scriptedExec(() => 0);
     tracker = new ReadinessTracker(exec);
-    await tracker.track('c5', probe(5), Date.now());
-    assert.equal(runs.length, 1, 'the first probe ran before track() resolved');
-    assert.equal(await tracker.observe('c5', probe(5), Date.now() * 1e6), true);
+    const started = Date.now();
+    await tracker.track('c5', probe(5), started);
+    assert.equal(runs.length, 0, 'no exec at the very start');
+    await waitFor(() => runs.length === 1, 2000);
+    assert.ok(runs[0]! - started >= FIRST_READY_RETRY_MS - 5, `first probe ${runs[0]! - started} ms after the start`);
+    await sleep(20);
+    assert.equal(await tracker.observe('c5', probe(5), started * 1e6), true);
     assert.equal(runs.length, 1, 'observe() did not probe again');
   });
 
@@ -104,6 +108,8 @@ describe('readiness probes', function () {
     await tracker.track('c6', probe(5), Date.now());
     // That listing saw the container before it ran: not in the running set.
     tracker.retain(new Set(), listedAt);
+    await waitFor(() => runs.length === 1, 2000);
+    await sleep(20);
     assert.equal(await tracker.observe('c6', probe(5), Date.now() * 1e6), true, 'still probed, still ready');
     assert.equal(runs.length, 1);
     await sleep(5);
