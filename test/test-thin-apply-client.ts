@@ -157,12 +157,12 @@ describe('lazypull rollout apply: the thin client', function () {
       }
     });
 
-    it('loads no large module: no CLI parser, no fetch, no YAML', function (done) {
+    it('loads no large module: no CLI parser, no YAML', function (done) {
       const script = `require(${JSON.stringify(join(CLI_PATH, '..', 'thin-apply-client.js'))}); process.stdout.write(JSON.stringify(Object.keys(require.cache)))`;
       execFile(process.execPath, ['-e', script], (err, stdout) => {
         if (err) return done(err);
         const loaded = (JSON.parse(stdout) as string[]).map((f) => f.slice(join(CLI_PATH, '..', '..', '..').length));
-        assert.deepEqual(loaded.sort(), ['/src/cli/command-exit.js', '/src/cli/controller-answer.js', '/src/cli/rollout-apply-io.js', '/src/cli/thin-apply-client.js', '/src/errors.js']);
+        assert.deepEqual(loaded.sort(), ['/src/cli/command-exit.js', '/src/cli/controller-answer.js', '/src/cli/controller-http.js', '/src/cli/rollout-apply-io.js', '/src/cli/thin-apply-client.js', '/src/errors.js']);
         done();
       });
     });
@@ -251,7 +251,7 @@ describe('lazypull rollout apply: the thin client', function () {
       }
     });
 
-    it('a server that is not there, or closes the connection without answering: the same error as fetch gives', async function () {
+    it('a server that is not there, or closes the connection without answering: the same error on both paths', async function () {
       const gone = await recordingServer(() => ({ status: 200 }));
       await closeServer(gone.server);
       const refused = await bothPaths(['-f', manifest, '--server', gone.url]);
@@ -264,30 +264,27 @@ describe('lazypull rollout apply: the thin client', function () {
       await new Promise<void>((resolve) => hangUp.listen(0, '127.0.0.1', resolve));
       try {
         const closed = await bothPaths(['-f', manifest, '--server', `http://127.0.0.1:${(hangUp.address() as AddressInfo).port}`]);
-        assert.match(closed.stderr, /\(UND_ERR_SOCKET\)/);
+        assert.match(closed.stderr, /cannot reach the controller at .*\(ECONNRESET\)/);
       } finally {
         await closeServer(hangUp);
       }
     });
 
-    it('a redirect goes to the full CLI (fetch follows it), with the stdin already read', async function () {
+    it('a redirect is an answer like any other (the controller never sends one): the same error on both paths, nothing followed', async function () {
       const target = await recordingServer(() => ({ status: 200, body: answer }));
       const moved = await recordingServer(() => ({ status: 307, headers: { location: `${target.url}/clonesets` } }));
       try {
-        for (const args of [['-f', manifest], ['-f', '-']]) {
-          const run = await apply([...args, '--server', moved.url], { stdin: manifestText });
-          assert.equal(run.bundle, true, args.join(' '));
-          assert.equal(run.code, 0, run.stderr);
-          assert.equal(run.stdout, 'cloneset.apps.kruise.io/web configured (revision 5d8f7c9b6)\n');
-        }
-        assert.deepEqual(target.received.map((r) => r.body), [manifestText, manifestText]);
+        const run = await bothPaths(['-f', manifest, '--server', moved.url]);
+        assert.equal(run.code, 1);
+        assert.match(run.stderr, /PUT \/clonesets: HTTP 307/);
+        assert.deepEqual(target.received, [], 'not followed');
       } finally {
         await closeServer(target.server);
         await closeServer(moved.server);
       }
     });
 
-    it('anything else reaches the full CLI: an unknown flag, --help, a URL fetch refuses (credentials stay hidden)', async function () {
+    it('anything else reaches the full CLI: an unknown flag, --help, LAZYPULL_DEBUG', async function () {
       const api = await recordingServer(() => ({ status: 200, body: answer }));
       try {
         const unknown = await apply(['-f', manifest, '--server', api.url, '--dry-run']);
@@ -297,15 +294,23 @@ describe('lazypull rollout apply: the thin client', function () {
         const help = await apply(['--help']);
         assert.equal(help.bundle, true);
         assert.match(help.stdout, /^Usage: lazypull rollout apply \[options\]/);
-        const port = new URL(api.url).port;
-        const secret = await apply(['-f', manifest, '--server', `http://admin:hunter2@127.0.0.1:${port}`]);
-        assert.equal(secret.bundle, true);
-        assert.equal(secret.code, 1);
-        assert.doesNotMatch(secret.stderr, /hunter2/);
-        assert.match(secret.stderr, /cannot reach the controller at http:\/\/\*\*\*:\*\*\*@127\.0\.0\.1/);
         const debug = await apply(['-f', manifest, '--server', api.url], { env: { LAZYPULL_DEBUG: '1' } });
         assert.equal(debug.bundle, true, 'LAZYPULL_DEBUG: the CLI prints its stacks');
         assert.equal(api.received.length, 1, 'only the last run reached the server');
+      } finally {
+        await closeServer(api.server);
+      }
+    });
+
+    it('a server URL with credentials is refused on both paths, the credentials hidden, nothing sent', async function () {
+      const api = await recordingServer(() => ({ status: 200, body: answer }));
+      try {
+        const port = new URL(api.url).port;
+        const secret = await bothPaths(['-f', manifest, '--server', `http://admin:hunter2@127.0.0.1:${port}`]);
+        assert.equal(secret.code, 1);
+        assert.doesNotMatch(secret.stderr, /hunter2/);
+        assert.match(secret.stderr, /http:\/\/\*\*\*:\*\*\*@127\.0\.0\.1:\d+ must not carry credentials/);
+        assert.deepEqual(api.received, []);
       } finally {
         await closeServer(api.server);
       }

@@ -1,9 +1,8 @@
 /**
- * What the controller's HTTP API answers mean to the CLI, for both of the
- * CLI's HTTP clients: `fetch` in rollout-command.ts and node:http in the
- * thin `rollout apply` client (thin-apply-client.ts), so that both name the
- * same server and report the same result and the same errors. Imports only
- * errors.ts, so the thin client stays small.
+ * What the controller's HTTP API answers mean to the CLI (rollout-command.ts
+ * and the thin `rollout apply` client, thin-apply-client.ts): which server,
+ * the result, and the errors. Imports only errors.ts, so the thin client
+ * stays small.
  */
 import { LazypullError, type LazypullErrorCode } from '../errors';
 
@@ -14,7 +13,7 @@ export function serverUrl(server: string | undefined): string {
   return (server ?? process.env.LAZYPULL_SERVER ?? DEFAULT_SERVER).replace(/\/+$/, '');
 }
 
-/** No answer at all; `reason` is the failure's code (ECONNREFUSED, ENOTFOUND, ...) as fetch reports it. */
+/** No answer at all; `reason` is the failure's code (ECONNREFUSED, ENOTFOUND, ...). */
 export function unreachableError(server: string, reason: string): LazypullError {
   return new LazypullError(
     'LAZYPULL_ERR_INVALID_ARGUMENT',

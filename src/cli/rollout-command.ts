@@ -6,7 +6,8 @@
  * is --server, $LAZYPULL_SERVER, or http://127.0.0.1:8450.
  */
 import { parseLabelArgs } from '../controller/pod-labels';
-import { answerJson, serverUrl, unreachableError } from './controller-answer';
+import { answerJson, serverUrl } from './controller-answer';
+import { callController } from './controller-http';
 import { APPLY_METHOD, APPLY_PATH, appliedOutput, readManifest, type ApplyAnswer } from './rollout-apply-io';
 
 export interface ServerFlags {
@@ -30,15 +31,8 @@ interface CloneSetView {
 
 /** One request to the controller; its JSON answer, or a LazypullError carrying the server's message. */
 async function request<T>(flags: ServerFlags, method: string, path: string, body?: string, contentType = 'application/yaml'): Promise<T> {
-  const server = serverUrl(flags.server);
-  let res: Response;
-  try {
-    res = await fetch(`${server}${path}`, { method, body, headers: body === undefined ? {} : { 'content-type': contentType } });
-  } catch (err) {
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    throw unreachableError(server, cause?.code ?? cause?.message ?? String(err));
-  }
-  return answerJson<T>(method, path, res.status, await res.text());
+  const { status, text } = await callController(serverUrl(flags.server), method, path, body, contentType);
+  return answerJson<T>(method, path, status, text);
 }
 
 /** kubectl's HumanDuration: 45s, 3m20s, 17m, 5h3m, 9h, 3d4h, 12d, 2y. */
