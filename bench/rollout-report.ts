@@ -2,7 +2,7 @@
 import { cpus } from 'node:os';
 import { resolveIntOrPercent } from '../src/controller/int-or-percent';
 import { median } from './bench-util';
-import { ROLLOUT_MODES, STATUS_POLL_MS, type RolloutMode, type RolloutResults, type RolloutRun } from './rollout';
+import { ROLLOUT_MODES, type RolloutMode, type RolloutResults, type RolloutRun } from './rollout';
 import type { RolloutTimeline } from './rollout-timeline';
 
 const TARGET_RATIO = 0.2;
@@ -127,7 +127,7 @@ ${table(HEADER, rows(r))}
 
 **(a) / (c): ${r.lazyInPlaceRatio.toFixed(3)}**, (b) / (c): ${r.overlayInPlaceRatio.toFixed(3)} (lower is better; the target is (a) ≤ ${TARGET_RATIO} × (c): ${met}).
 
-Where the time goes (medians, seconds since the apply began; from the controller's JSON log and the status polls):
+Where the time goes (medians, seconds since the apply began; from the controller's JSON log and its watch stream):
 
 ${table(['phase', ...ROLLOUT_MODES.map((m) => `${m.label} ${m.title}`)], [...phaseRows(r), ...pullAndReplaceRows(r)])}
 
@@ -141,8 +141,9 @@ ${lazyFacts(r)}
   until the snapshotter's background fetch of v1's layers is done, as on a node that has run v1 for a while), then \`sync\`.
   Before the apply, CRI \`ImageStatus\` confirms that v2 is not on the node.
 - Timed: from the start of \`lazypull rollout apply -f v2.yaml\` (the CLI process, Node start-up included) until the
-  controller's HTTP API (what \`lazypull rollout status --json\` prints), polled every ${STATUS_POLL_MS} ms, shows
-  \`updatedReadyReplicas == readyReplicas == replicas\` at the new \`updateRevision\`, every pod ready.
+  controller's watch stream (\`GET /clonesets/NAME?watch=1\`, what \`lazypull rollout status --watch\` follows) shows
+  \`updatedReadyReplicas == readyReplicas == replicas\` at the new \`updateRevision\`, every pod ready. The stream
+  sends each change as the controller makes it, so nothing polls during the run.
 - Readiness is first probed 0.05 s after the new container starts; until the container has been ready once, a failed probe is retried
   every 0.05 s during the first half second and every 0.1 s for the rest of the first (or period, if shorter), then at intervals
   doubling up to \`periodSeconds\` (1 s); after that, every period as a kubelet does. Intervals run from one probe's start to the next's (src/controller/readiness.ts).

@@ -150,7 +150,7 @@ program
     .argument('<name>')
     .option('--watch', 'keep printing a line whenever the numbers change')
     .option('--json', 'print the status object (with pods, containers and image references) as JSON')
-    .option('--interval <ms>', 'poll interval of --watch (default 1000)')
+    .option('--interval <ms>', 'poll interval of --watch against a controller without watches (default 1000)')
     .option(server, serverHelp)
     .action(run(lazy(rolloutModule, (m) => m.rolloutStatusCommand)));
   rollout.command('pause').description('pause updates of a CloneSet').argument('<name>').option(server, serverHelp).action(run(lazy(rolloutModule, (m) => m.rolloutPauseCommand)));

@@ -7,7 +7,7 @@
  */
 import { parseLabelArgs } from '../controller/pod-labels';
 import { answerJson, serverUrl } from './controller-answer';
-import { callController } from './controller-http';
+import { callController, watchController, type ControllerWatch } from './controller-http';
 import { APPLY_METHOD, APPLY_PATH, appliedOutput, readManifest, type ApplyAnswer } from './rollout-apply-io';
 
 export interface ServerFlags {
@@ -90,19 +90,9 @@ export async function rolloutStatusCommand(name: string, flags: ServerFlags & { 
   process.stdout.write(`${show(first, true)}\n`);
   if (!flags.json && first.status.message) process.stderr.write(`${first.status.message}\n`);
   if (!flags.watch) return;
-  const interval = Math.max(100, Number(flags.interval ?? 1000) || 1000);
   let last = JSON.stringify(flags.json ? first.status : statusRow(first).slice(0, -1));
   let lastMessage = first.status.message;
-  let stop = false;
-  const onSignal = (): void => {
-    stop = true;
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  while (!stop) {
-    await new Promise((r) => setTimeout(r, interval));
-    if (stop) break;
-    const v = await request<CloneSetView>(flags, 'GET', path);
+  const print = (v: CloneSetView): void => {
     const key = JSON.stringify(flags.json ? v.status : statusRow(v).slice(0, -1));
     if (key !== last) {
       process.stdout.write(`${show(v, false)}\n`);
@@ -110,6 +100,47 @@ export async function rolloutStatusCommand(name: string, flags: ServerFlags & { 
     }
     if (!flags.json && v.status.message !== lastMessage && v.status.message) process.stderr.write(`${v.status.message}\n`);
     lastMessage = v.status.message;
+  };
+  let stop = false;
+  let watch: ControllerWatch | undefined;
+  let wake: () => void = () => undefined;
+  const onSignal = (): void => {
+    stop = true;
+    watch?.close();
+    wake();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const server = serverUrl(flags.server);
+  const interval = Math.max(100, Number(flags.interval ?? 1000) || 1000);
+  const pause = (ms: number): Promise<void> =>
+    new Promise<void>((r) => {
+      const timer = setTimeout(r, ms);
+      wake = () => {
+        clearTimeout(timer);
+        r();
+      };
+    });
+  let streams = true;
+  while (!stop) {
+    if (streams) {
+      const opened = Date.now();
+      // Each change as the controller makes it. When the stream ends (the set deleted, the controller restarted),
+      // the GET below reports a set that is gone, or an unreachable controller, as the first request would have.
+      watch = watchController(server, path, (line) => {
+        const event = JSON.parse(line) as { type: string; object: CloneSetView };
+        if (event.type !== 'DELETED') print(event.object);
+      });
+      const ended = await watch.done;
+      // A controller without watches: poll it.
+      if (!ended.streamed) streams = false;
+      // A stream that keeps ending at once (a proxy cutting it) is not reopened in a tight loop.
+      else if (Date.now() - opened < interval) await pause(interval);
+    } else {
+      await pause(interval);
+    }
+    if (stop) break;
+    print(await request<CloneSetView>(flags, 'GET', path));
   }
 }
 

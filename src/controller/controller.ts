@@ -136,6 +136,9 @@ export class Controller {
   private readonly deletions = new Map<string, Promise<void>>();
   private stopped = false;
   private kicked = false;
+  /** Followers of the status views (watch streams of the HTTP API). */
+  private readonly changeListeners = new Set<() => void>();
+  private changeScheduled = false;
   private wake: (() => void) | undefined;
   private loopDone: Promise<void> | undefined;
 
@@ -147,6 +150,26 @@ export class Controller {
     this.pullConcurrency = Math.max(1, opts.pullConcurrency ?? 2);
     this.terminationGrace = opts.terminationGracePeriodSeconds ?? 10;
     this.blockedRetryMs = opts.blockedRetryMs ?? Number.POSITIVE_INFINITY;
+    this.store.onCommit(() => this.changed());
+  }
+
+  /**
+   * Call `listener` soon after anything a status view or ready set shows may
+   * have changed (a record written, a listing taken, a step ended); calls are
+   * coalesced per turn of the event loop. Returns the unsubscribe.
+   */
+  onChange(listener: () => void): () => void {
+    this.changeListeners.add(listener);
+    return () => this.changeListeners.delete(listener);
+  }
+
+  private changed(): void {
+    if (this.changeScheduled || this.changeListeners.size === 0) return;
+    this.changeScheduled = true;
+    setImmediate(() => {
+      this.changeScheduled = false;
+      for (const listener of [...this.changeListeners]) listener();
+    });
   }
 
   /** Load the stored sets, pre-warm their images, observe once, then keep reconciling. */
@@ -171,6 +194,7 @@ export class Controller {
   kick(): void {
     this.kicked = true;
     this.wake?.();
+    this.changed();
   }
 
   private async loop(): Promise<void> {
@@ -356,19 +380,19 @@ export class Controller {
   private statusView(rec: SetRecord): CloneSetStatusView {
     const st = this.state(rec.name);
     const pods = this.overlay(rec, st.observed);
-    // The planner's status of the spec as applied now; right after an apply (not planned yet) the counts against the new revision.
+    // Counted from the pods shown, so that the counts and the pods agree (the gates as stored this instant, not as
+    // at the last plan); the revision the set runs and why it is held come from the plan of the spec as applied now.
     const active = pods.filter((p) => !p.terminating);
-    const base: RolloutStatus =
-      st.status !== undefined && st.observedGeneration === rec.generation
-        ? st.status
-        : {
-            replicas: active.length,
-            readyReplicas: active.filter(podReady).length,
-            updatedReplicas: active.filter((p) => p.revision === rec.updateRevision).length,
-            updatedReadyReplicas: active.filter((p) => p.revision === rec.updateRevision && podReady(p)).length,
-            updateRevision: rec.updateRevision,
-            currentRevision: st.status?.currentRevision ?? rec.updateRevision,
-          };
+    const planned = st.status !== undefined && st.observedGeneration === rec.generation ? st.status : undefined;
+    const base: RolloutStatus = {
+      replicas: active.length,
+      readyReplicas: active.filter(podReady).length,
+      updatedReplicas: active.filter((p) => p.revision === rec.updateRevision).length,
+      updatedReadyReplicas: active.filter((p) => p.revision === rec.updateRevision && podReady(p)).length,
+      updateRevision: rec.updateRevision,
+      currentRevision: st.status?.currentRevision ?? rec.updateRevision,
+      ...(planned?.message !== undefined ? { message: planned.message } : {}),
+    };
     const blocked = Object.fromEntries([...st.blocked].map(([pod, b]) => [pod, b.reason]));
     let msg = base.message;
     if (msg === undefined && st.blocked.size > 0) {
@@ -523,6 +547,7 @@ export class Controller {
     });
     st.status = plan.status;
     st.observedGeneration = rec.generation;
+    this.changed();
     const prewarmed = st.prewarm?.revision === rec.updateRevision && st.prewarm.done;
     const setRec = rec;
     for (const action of plan.actions) {
@@ -771,7 +796,10 @@ export class Controller {
           break;
         }
         case 'replacing': {
-          const p = await this.currentPod(set, pod);
+          // The listing this step was planned on names the sandbox (only this task changes the pod); the runtime
+          // lists the sandbox's containers itself. Asking the runtime for the whole set again would cost a listing
+          // on every update's critical path.
+          const p = this.observedPod(rec, pod) ?? (await this.currentPod(set, pod));
           if (p === undefined) {
             this.store.deletePod(set, pod);
             return;
@@ -782,12 +810,22 @@ export class Controller {
             await this.runtime.updateContainersInPlace(p, template, u.changed, u.toRevision);
           } catch (err) {
             // Nothing replaced yet (a pull or create failed): the pod goes back to serving as it was.
-            const now = await this.currentPod(set, pod).catch(() => undefined);
-            const untouched = now !== undefined && u.changed.every((n) => now.containers.some((c) => c.name === n && c.containerId === u.recordedContainerIds[n] && c.running));
+            const now = await this.currentPod(set, pod).then(
+              (found) => ({ found }),
+              () => undefined, // the runtime did not answer: whether the pod is untouched is unknown
+            );
+            if (now !== undefined && now.found === undefined) {
+              // The pod went away meanwhile: nothing to update, the planner makes it anew.
+              this.store.deletePod(set, pod);
+              this.log({ level: 'warn', event: 'pod_lost', cloneset: set, pod });
+              return;
+            }
+            const current = now?.found;
+            const untouched = current !== undefined && u.changed.every((n) => current.containers.some((c) => c.name === n && c.containerId === u.recordedContainerIds[n] && c.running));
             if (untouched) {
               this.store.putPod({ ...r, inPlaceUpdateReady: true, upgrade: undefined });
               // The failure that stopped the update is the one to report.
-              await this.runtime.setInPlaceUpdateReady(now, true).catch(() => undefined);
+              await this.runtime.setInPlaceUpdateReady(current, true).catch(() => undefined);
             }
             throw err;
           }

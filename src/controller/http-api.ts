@@ -5,6 +5,10 @@
  *   PUT|POST /clonesets              body: CloneSet YAML (or JSON) → apply
  *   GET      /clonesets              → [{name, spec, status}]
  *   GET      /clonesets/NAME         → {spec, status}
+ *   GET      /clonesets/NAME?watch=1 → a stream of changes (application/x-ndjson), one event a
+ *            line as a Kubernetes watch sends them: {"type": "ADDED", "object": {spec, status}}
+ *            first, {"type": "MODIFIED", …} each time the object changes,
+ *            {"type": "DELETED", "object": {"name"}} when the set is deleted, and the stream ends
  *   GET      /clonesets/NAME/ready   → [{name, ip, revision, ready}]
  *   POST     /clonesets/NAME/pause   /resume
  *   PATCH    /clonesets/NAME/pods/POD/labels
@@ -140,6 +144,7 @@ async function handle(controller: Controller, req: IncomingMessage, res: ServerR
     return labelPod(controller, name, parts[3], await readBody(req), res);
   }
   if (parts.length === 2) {
+    if (method === 'GET' && isWatch(url)) return watchSet(controller, name, res);
     if (method === 'GET') {
       const got = controller.get(name);
       return got === undefined ? unknownSet(name) : send(res, 200, got);
@@ -170,6 +175,51 @@ async function handle(controller: Controller, req: IncomingMessage, res: ServerR
     default:
       return noSuchPath();
   }
+}
+
+/** `?watch=1` or `?watch=true`, as Kubernetes' API takes it. */
+function isWatch(url: URL): boolean {
+  const w = url.searchParams.get('watch');
+  return w === '1' || w === 'true';
+}
+
+/**
+ * Stream a set's changes until it is deleted or the client goes: the client
+ * learns of each step the moment it is taken, and nobody polls. A client
+ * slower than the changes gets the latest object once its socket drains,
+ * not every one in between.
+ */
+function watchSet(controller: Controller, name: string, res: ServerResponse): void {
+  if (controller.get(name) === undefined) {
+    throw new HttpError(404, 'NOT_FOUND', `CloneSet ${JSON.stringify(name)} not found`, { cloneset: name });
+  }
+  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+  let sent: string | undefined;
+  let waitingForDrain = false;
+  const push = (): void => {
+    if (res.writableEnded || res.destroyed) return;
+    if (res.writableNeedDrain) {
+      waitingForDrain = true;
+      return;
+    }
+    const view = controller.get(name);
+    if (view === undefined) {
+      res.end(`${JSON.stringify({ type: 'DELETED', object: { name } })}\n`);
+      return;
+    }
+    const object = JSON.stringify(view);
+    if (object === sent) return;
+    res.write(`{"type":"${sent === undefined ? 'ADDED' : 'MODIFIED'}","object":${object}}\n`);
+    sent = object;
+  };
+  const unsubscribe = controller.onChange(push);
+  res.on('drain', () => {
+    if (!waitingForDrain) return;
+    waitingForDrain = false;
+    push();
+  });
+  res.on('close', unsubscribe);
+  push();
 }
 
 /** kubectl label for one pod of a set. */

@@ -90,6 +90,7 @@ export class PodTable<T extends { set: string; name: string; updatedAt: number }
   constructor(
     private readonly root: RootDatabase,
     readonly db: Database<T, string>,
+    private readonly committed: () => void = () => undefined,
   ) {}
 
   get(set: string, name: string): T | undefined {
@@ -102,10 +103,12 @@ export class PodTable<T extends { set: string; name: string; updatedAt: number }
 
   put(record: T): void {
     this.root.transactionSync(() => this.db.putSync(key(record.set, record.name), { ...record, updatedAt: Date.now() }));
+    this.committed();
   }
 
   delete(set: string, name: string): void {
     this.root.transactionSync(() => this.db.removeSync(key(set, name)));
+    this.committed();
   }
 }
 
@@ -113,6 +116,7 @@ export class StateStore {
   private readonly pods: PodTable<PodRecord>;
   /** Labels added to pods (`rollout label`). */
   readonly podLabels: PodTable<PodLabelsRecord>;
+  private readonly commitListeners = new Set<() => void>();
 
   private constructor(
     private readonly root: RootDatabase,
@@ -121,8 +125,19 @@ export class StateStore {
     pods: Database<PodRecord, string>,
     podLabels: Database<PodLabelsRecord, string>,
   ) {
-    this.pods = new PodTable(root, pods);
-    this.podLabels = new PodTable(root, podLabels);
+    const committed = (): void => this.committed();
+    this.pods = new PodTable(root, pods, committed);
+    this.podLabels = new PodTable(root, podLabels, committed);
+  }
+
+  /** Call `listener` after every committed write (what watchers of the state follow); returns the unsubscribe. */
+  onCommit(listener: () => void): () => void {
+    this.commitListeners.add(listener);
+    return () => this.commitListeners.delete(listener);
+  }
+
+  private committed(): void {
+    for (const listener of this.commitListeners) listener();
   }
 
   /** Open (or create) the store in directory `path`. */
@@ -153,6 +168,7 @@ export class StateStore {
         this.revisions.putSync(key(revision.set, revision.revision), revision);
       }
     });
+    this.committed();
   }
 
   /** Forget a set with its revisions, pod records and added pod labels. */
@@ -163,6 +179,7 @@ export class StateStore {
       }
       this.sets.removeSync(name);
     });
+    this.committed();
   }
 
   getRevision(set: string, revision: string): RevisionRecord | undefined {

@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { watchController } from '../cli/controller-http';
 import type { CloneSetStatusView as StatusView, ReadyEntry } from '../controller/controller';
 import type { CriEnvironment } from './cri-environment';
 import { freePort } from './free-port';
@@ -126,6 +127,36 @@ export class Api {
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last, null, 1)}`);
       await new Promise((r) => setTimeout(r, intervalMs));
     }
+  }
+
+  /**
+   * Follow the set's watch stream (what `rollout status --watch` reads) until `done` holds; the status that made
+   * it hold. Each change arrives as the controller makes it: no polling grid, and no polls taking CPU from the node.
+   */
+  watchFor(name: string, what: string, done: (s: StatusView) => boolean, timeoutMs = 60_000): Promise<StatusView> {
+    return new Promise((resolve, reject) => {
+      let last: StatusView | undefined;
+      let settled = false;
+      const settle = (err: Error | undefined, status?: StatusView): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        watch.close();
+        if (err) reject(err);
+        else resolve(status!);
+      };
+      const watch = watchController(this.url, `/clonesets/${encodeURIComponent(name)}`, (line) => {
+        const event = JSON.parse(line) as { type: string; object: { status?: StatusView } };
+        if (event.object.status === undefined) return;
+        last = event.object.status;
+        if (done(last)) settle(undefined, last);
+      });
+      const timer = setTimeout(() => settle(new Error(`timed out waiting for ${what}: ${JSON.stringify(last, null, 1)}`)), timeoutMs);
+      watch.done.then(
+        (ended) => settle(new Error(`the watch of ${name} ended before ${what}${ended.streamed ? '' : ` (HTTP ${ended.status}: ${ended.text})`}`)),
+        (err: unknown) => settle(err instanceof Error ? err : new Error(String(err))),
+      );
+    });
   }
 
   /** All `replicas` pods at the update revision and ready. */
