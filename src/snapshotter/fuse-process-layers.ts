@@ -10,10 +10,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, promises as fs } from 'node:fs';
 import { setPriority } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { MountFlags, StandbyJob } from '../cli/mount-command';
 import { cleanStaleMount, mountsAt } from '../fs/fuse-mount';
-import { readMountStatus } from '../fs/mount-status';
+import { readMountStatus, statusPath } from '../fs/mount-status';
 import { TOC_DIGEST_ANNOTATION } from '../format/toc';
 import { parseReference } from '../registry/reference';
 import type { Logger } from '../util/json-log';
@@ -21,6 +21,7 @@ import type { RemoteLayerSource } from './metadata-store';
 import type { RemoteLayers } from './snapshotter';
 import { isProcessAlive as alive } from '../util/process-alive';
 import { trace } from '../util/trace';
+import { watchFolder } from '../util/watch-folder';
 
 /** Labels that say which layer to mount: CRI's, and the ones `lazypull pull` sets. */
 export const LABEL_CRI_IMAGE_REF = 'containerd.io/snapshot/cri.image-ref';
@@ -42,6 +43,8 @@ const STANDBY_NICENESS = 19;
 const LAYER_SERVER_NODE_FLAGS = ['--min-semi-space-size=16', '--max-semi-space-size=32'];
 /** How long after the last mount the next standby layer server starts. */
 const STANDBY_RESPAWN_QUIET_MS = 2000;
+/** How often a mount's status is read when no change in the status folder woke the wait. */
+const STATUS_POLL_MS = 50;
 
 export interface FuseProcessLayersOptions {
   /** The lazypull CLI entry point (dist/src/cli/main.js). */
@@ -275,13 +278,19 @@ export class FuseProcessLayers implements RemoteLayers {
     child.once('error', () => {
       exited = true;
     });
+    // The server announces its mount by renaming its status file into place: woken by that (inotify), the mount
+    // is answered the moment it is up; the timer is the fallback where the folder cannot be watched.
+    const statusFolder = dirname(statusPath(this.opts.stateDir, mountpoint));
+    mkdirSync(statusFolder, { recursive: true });
+    const changes = watchFolder(statusFolder);
     try {
       const deadline = Date.now() + (this.opts.mountTimeoutMs ?? 60_000);
       while (!exited && Date.now() < deadline) {
         if (await this.served(mountpoint)) return true;
-        await new Promise((r) => setTimeout(r, 10));
+        await changes.next(STATUS_POLL_MS);
       }
     } finally {
+      changes.close();
       this.scheduleStandby();
     }
     if (!exited) {
