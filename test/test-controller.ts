@@ -731,8 +731,10 @@ describe('in-place upgrade controller (CloneSet over containerd CRI)', function 
     const before = byName((await api.rolledOut(set, 2)).pods);
     const missing = `${env!.registry.host}/test/app:does-not-exist`;
     await api.apply(cloneSetYaml(opts({ ...base, image: missing })));
-    const stuck = await api.waitFor(set, 'blocked status', (s) => (s.message ?? '').includes('does-not-exist'));
-    assert.match(stuck.message ?? '', /rollout stopped|blocked/);
+    // First the pre-pull's failure is shown; once a pod has been tried, the rollout's stop, naming the pod and the image.
+    const stuck = await api.waitFor(set, 'blocked status', (s) => /rollout stopped|blocked/.test(s.message ?? ''));
+    assert.match(stuck.message ?? '', /does-not-exist/);
+    assert.match(stuck.message ?? '', /not found/i);
     await sleep(1500);
     const s = await api.status(set);
     assert.equal(s.updatedReplicas, 0);
