@@ -138,6 +138,34 @@ describe('controller watches: GET /clonesets/NAME?watch=1 and rollout status --w
     assert.equal((await deleting).status, 200);
   });
 
+  it('the ready set as a stream (what a load balancer follows): each pod leaves and rejoins it, never 2 out at once with maxUnavailable 1', async function () {
+    await put(api.url, yaml('lb', 3, 'app:v1'));
+    await waitUntil('lb ready', () => rolledOut(controller.get('lb')?.status, 3));
+    type Entry = { name: string; ip: string; revision: string; ready: boolean };
+    const sets: Entry[][] = [];
+    const all: Array<Array<Entry & { cloneset: string }>> = [];
+    const watch = watchController(api.url, '/clonesets/lb/ready', (line) => {
+      const event = JSON.parse(line) as { type: string; object: Entry[] };
+      if (event.type !== 'DELETED') sets.push(event.object);
+    });
+    const everything = watchController(api.url, '/ready', (line) => all.push((JSON.parse(line) as { object: Array<Entry & { cloneset: string }> }).object));
+    await waitUntil('the first ready set', () => sets.length > 0);
+    assert.deepEqual(sets[0].map((e) => e.ready), [true, true, true]);
+    const v1 = sets[0][0].revision;
+    await put(api.url, yaml('lb', 3, 'app:v2'));
+    await waitUntil('all ready on v2', () => {
+      const last = sets.at(-1)!;
+      return last.every((e) => e.ready && e.revision !== v1);
+    });
+    const out = sets.map((set) => set.filter((e) => !e.ready).map((e) => e.name));
+    assert.ok(out.every((names) => names.length <= 1), `never more than 1 pod out: ${JSON.stringify(out)}`);
+    assert.deepEqual([...new Set(out.flat())].sort(), ['lb-0', 'lb-1', 'lb-2'], 'each pod left the ready set once it was updated');
+    assert.ok(all.some((entries) => entries.some((e) => e.cloneset === 'lb' && !e.ready)), 'GET /ready?watch=1 showed it too');
+    everything.close();
+    await fetch(`${api.url}/clonesets/lb`, { method: 'DELETE' });
+    assert.deepEqual(await watch.done, { streamed: true }, 'the stream ends with the set');
+  });
+
   it('an unknown set: 404, no stream', async function () {
     const lines: string[] = [];
     const watch = watchController(api.url, '/clonesets/nope', (line) => lines.push(line));

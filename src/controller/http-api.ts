@@ -5,10 +5,11 @@
  *   PUT|POST /clonesets              body: CloneSet YAML (or JSON) → apply
  *   GET      /clonesets              → [{name, spec, status}]
  *   GET      /clonesets/NAME         → {spec, status}
- *   GET      /clonesets/NAME?watch=1 → a stream of changes (application/x-ndjson), one event a
- *            line as a Kubernetes watch sends them: {"type": "ADDED", "object": {spec, status}}
- *            first, {"type": "MODIFIED", …} each time the object changes,
- *            {"type": "DELETED", "object": {"name"}} when the set is deleted, and the stream ends
+ *   GET      /clonesets/NAME?watch=1, /clonesets/NAME/ready?watch=1, /ready?watch=1
+ *            → a stream of changes (application/x-ndjson), one event a line as a Kubernetes
+ *            watch sends them: {"type": "ADDED", "object": …} first (what the GET answers),
+ *            {"type": "MODIFIED", …} each time it changes, {"type": "DELETED", "object":
+ *            {"name"}} when the set is deleted, and the stream ends
  *   GET      /clonesets/NAME/ready   → [{name, ip, revision, ready}]
  *   POST     /clonesets/NAME/pause   /resume
  *   PATCH    /clonesets/NAME/pods/POD/labels
@@ -26,7 +27,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { isLazypullError, LazypullError, toError } from '../errors';
 import type { Logger } from '../util/json-log';
-import type { Controller } from './controller';
+import type { Controller, ReadyEntry } from './controller';
 import { parseLabelRequest } from './pod-labels';
 
 /** Largest request body accepted. */
@@ -121,7 +122,7 @@ async function handle(controller: Controller, req: IncomingMessage, res: ServerR
   if (parts.length === 1 && parts[0] === 'healthz') return send(res, 200, { ok: true });
   if (parts.length === 1 && parts[0] === 'ready') {
     if (method !== 'GET') notAllowed();
-    return send(res, 200, controller.allReady());
+    return isWatch(url) ? watchView(controller, res, () => controller.allReady(), null) : send(res, 200, controller.allReady());
   }
   const noSuchPath = (): never => {
     throw new HttpError(404, 'NOT_FOUND', `no such path ${url.pathname}`);
@@ -144,9 +145,9 @@ async function handle(controller: Controller, req: IncomingMessage, res: ServerR
     return labelPod(controller, name, parts[3], await readBody(req), res);
   }
   if (parts.length === 2) {
-    if (method === 'GET' && isWatch(url)) return watchSet(controller, name, res);
     if (method === 'GET') {
       const got = controller.get(name);
+      if (got !== undefined && isWatch(url)) return watchView(controller, res, () => controller.get(name), { name });
       return got === undefined ? unknownSet(name) : send(res, 200, got);
     }
     if (method === 'DELETE') {
@@ -159,8 +160,10 @@ async function handle(controller: Controller, req: IncomingMessage, res: ServerR
   switch (parts[2]) {
     case 'ready': {
       if (method !== 'GET') notAllowed();
-      const ready = controller.readySet(name);
-      return ready === undefined ? unknownSet(name) : send(res, 200, ready.map(({ name: pod, ip, revision, ready: r }) => ({ name: pod, ip, revision, ready: r })));
+      const readySet = (): Array<Omit<ReadyEntry, 'cloneset'>> | undefined => controller.readySet(name)?.map(({ name: pod, ip, revision, ready: r }) => ({ name: pod, ip, revision, ready: r }));
+      const ready = readySet();
+      if (ready === undefined) return unknownSet(name);
+      return isWatch(url) ? watchView(controller, res, readySet, { name }) : send(res, 200, ready);
     }
     case 'pause':
     case 'resume': {
@@ -184,15 +187,13 @@ function isWatch(url: URL): boolean {
 }
 
 /**
- * Stream a set's changes until it is deleted or the client goes: the client
- * learns of each step the moment it is taken, and nobody polls. A client
- * slower than the changes gets the latest object once its socket drains,
- * not every one in between.
+ * Stream `view()` as it changes, until it is gone (undefined: the set was
+ * deleted) or the client goes: the client learns of each change the moment
+ * the controller makes it, and nobody polls. A client slower than the
+ * changes gets the latest view once its socket drains, not every one in
+ * between. `gone` is the object of the DELETED event.
  */
-function watchSet(controller: Controller, name: string, res: ServerResponse): void {
-  if (controller.get(name) === undefined) {
-    throw new HttpError(404, 'NOT_FOUND', `CloneSet ${JSON.stringify(name)} not found`, { cloneset: name });
-  }
+function watchView(controller: Controller, res: ServerResponse, view: () => unknown, gone: unknown): void {
   res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
   let sent: string | undefined;
   let waitingForDrain = false;
@@ -202,12 +203,12 @@ function watchSet(controller: Controller, name: string, res: ServerResponse): vo
       waitingForDrain = true;
       return;
     }
-    const view = controller.get(name);
-    if (view === undefined) {
-      res.end(`${JSON.stringify({ type: 'DELETED', object: { name } })}\n`);
+    const current = view();
+    if (current === undefined) {
+      res.end(`${JSON.stringify({ type: 'DELETED', object: gone })}\n`);
       return;
     }
-    const object = JSON.stringify(view);
+    const object = JSON.stringify(current);
     if (object === sent) return;
     res.write(`{"type":"${sent === undefined ? 'ADDED' : 'MODIFIED'}","object":${object}}\n`);
     sent = object;
