@@ -2,7 +2,8 @@
  * docs/benchmarks.md is made of sections, each rewritten only by the
  * benchmark that measures it (`node dist/bench/run.js cold-start` leaves the
  * conversion numbers alone, and the other way round). Sections sit between
- * `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in a fixed order.
+ * `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in a fixed order. Text
+ * between the title and the first section (notes written by hand) is kept.
  */
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -13,6 +14,13 @@ export type SectionName = (typeof SECTIONS)[number];
 
 export const BENCHMARKS_DOC = join(__dirname, '..', '..', 'docs', 'benchmarks.md');
 const TITLE = '# Benchmarks';
+
+/** What stands between the title and the first section: written by hand, never by a benchmark. */
+function preamble(text: string): string {
+  if (!text.startsWith(TITLE)) return '';
+  const first = text.indexOf('<!-- bench:');
+  return (first < 0 ? '' : text.slice(TITLE.length, first)).trim();
+}
 
 function parse(text: string): Map<SectionName, string> {
   const sections = new Map<SectionName, string>();
@@ -27,9 +35,11 @@ function parse(text: string): Map<SectionName, string> {
 
 /** Replace one section of the document, keeping the others. */
 export async function updateBenchmarksDoc(name: SectionName, body: string, path = BENCHMARKS_DOC): Promise<void> {
-  const sections = existsSync(path) ? parse(await readFile(path, 'utf8')) : new Map<SectionName, string>();
+  const before = existsSync(path) ? await readFile(path, 'utf8') : '';
+  const sections = parse(before);
   sections.set(name, body.trim());
-  const parts = [TITLE, ''];
+  const notes = preamble(before);
+  const parts = [TITLE, '', ...(notes !== '' ? [notes, ''] : [])];
   for (const section of SECTIONS) {
     const text = sections.get(section);
     if (text !== undefined) parts.push(`<!-- bench:${section} -->`, text, `<!-- /bench:${section} -->`, '');
