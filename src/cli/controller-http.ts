@@ -37,45 +37,66 @@ function controllerRequest(server: string, path: string): { url: URL; tls: boole
   return { url, tls, request };
 }
 
-/** The status and text of the answer to `method path` on `server` (a URL without a trailing slash). */
-export function callController(server: string, method: string, path: string, body?: string, contentType = 'application/yaml'): Promise<{ status: number; text: string }> {
-  let target: ReturnType<typeof controllerRequest>;
-  try {
-    target = controllerRequest(server, path);
-  } catch (err) {
-    return Promise.reject(err);
-  }
-  const { url, tls, request } = target;
-  const payload = body === undefined ? undefined : Buffer.from(body, 'utf8');
-  return new Promise((resolve, reject) => {
+type Settle<T> = (err: Error | undefined, result?: T) => void;
+
+/**
+ * One request to the controller, settled once (the request destroyed then):
+ * by `answer`, given the answer and `settle`; by a failure before any answer,
+ * as an unreachable controller (also when it has not connected within
+ * CONNECT_TIMEOUT_MS, or sent nothing within `idleTimeoutMs`); or by
+ * `brokenOff` when the connection fails once the answer has begun.
+ */
+function exchange<T>(
+  server: string,
+  method: string,
+  path: string,
+  opts: { payload?: Buffer; headers?: Record<string, string | number>; idleTimeoutMs?: number },
+  handlers: { answer(res: IncomingMessage, settle: Settle<T>): void; brokenOff(settle: Settle<T>): void },
+): { done: Promise<T>; settle: Settle<T> } {
+  let settle: Settle<T> = () => undefined;
+  const done = new Promise<T>((resolve, reject) => {
+    const { url, tls, request } = controllerRequest(server, path);
     let settled = false;
     let answered = false;
-    const finish = (err: Error | undefined, result?: { status: number; text: string }): void => {
+    settle = (err, result) => {
       if (settled) return;
       settled = true;
       clearTimeout(connectTimer);
       req.destroy();
       if (err) reject(err);
-      else resolve(result!);
+      else resolve(result as T);
     };
-    const brokenOff = (): LazypullError => new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `the controller at ${server} broke off its answer to ${method} ${path}`, { server });
-    const headers = payload === undefined ? {} : { 'content-type': contentType, 'content-length': payload.length };
-    const req = request(url, { method, agent: false, headers });
-    const connectTimer = setTimeout(() => finish(unreachableError(server, 'ETIMEDOUT')), CONNECT_TIMEOUT_MS);
+    const failed = (reason: string): void => (answered ? handlers.brokenOff(settle) : settle(unreachableError(server, reason)));
+    const req = request(url, { method, agent: false, headers: opts.headers ?? {} });
+    const connectTimer = setTimeout(() => failed('ETIMEDOUT'), CONNECT_TIMEOUT_MS);
     req.on('socket', (socket) => socket.once(tls ? 'secureConnect' : 'connect', () => clearTimeout(connectTimer)));
-    req.setTimeout(IDLE_TIMEOUT_MS, () => finish(answered ? brokenOff() : unreachableError(server, 'ETIMEDOUT')));
-    req.on('error', (err: NodeJS.ErrnoException) => finish(answered ? brokenOff() : unreachableError(server, err.code ?? err.message)));
+    if (opts.idleTimeoutMs !== undefined) req.setTimeout(opts.idleTimeoutMs, () => failed('ETIMEDOUT'));
+    req.on('error', (err: NodeJS.ErrnoException) => failed(err.code ?? err.message));
     req.on('response', (res: IncomingMessage) => {
       answered = true;
+      handlers.answer(res, settle);
+    });
+    req.end(opts.payload);
+  });
+  return { done, settle };
+}
+
+/** The status and text of the answer to `method path` on `server` (a URL without a trailing slash). */
+export function callController(server: string, method: string, path: string, body?: string, contentType = 'application/yaml'): Promise<{ status: number; text: string }> {
+  const payload = body === undefined ? undefined : Buffer.from(body, 'utf8');
+  const headers: Record<string, string | number> = payload === undefined ? {} : { 'content-type': contentType, 'content-length': payload.length };
+  const brokenOff = (): LazypullError => new LazypullError('LAZYPULL_ERR_INVALID_ARGUMENT', `the controller at ${server} broke off its answer to ${method} ${path}`, { server });
+  return exchange<{ status: number; text: string }>(server, method, path, { payload, headers, idleTimeoutMs: IDLE_TIMEOUT_MS }, {
+    answer(res, settle) {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       // UTF-8, a leading BOM dropped, bad bytes replaced.
-      res.on('end', () => finish(undefined, { status: res.statusCode ?? 0, text: new TextDecoder().decode(Buffer.concat(chunks)) }));
-      res.on('error', () => finish(brokenOff()));
-      res.on('close', () => finish(brokenOff()));
-    });
-    req.end(payload);
-  });
+      res.on('end', () => settle(undefined, { status: res.statusCode ?? 0, text: new TextDecoder().decode(Buffer.concat(chunks)) }));
+      res.on('error', () => settle(brokenOff()));
+      res.on('close', () => settle(brokenOff()));
+    },
+    brokenOff: (settle) => settle(brokenOff()),
+  }).done;
 }
 
 /** A watch on the controller: its end, and a way to end it sooner. */
@@ -86,9 +107,11 @@ export interface ControllerWatch {
    * deleted, or the connection closed). Otherwise the answer was not a stream
    * (an error, or a controller without watches): its status and text.
    */
-  done: Promise<{ streamed: true } | { streamed: false; status: number; text: string }>;
+  done: Promise<WatchEnd>;
   close(): void;
 }
+
+type WatchEnd = { streamed: true } | { streamed: false; status: number; text: string };
 
 /**
  * `GET path` as a watch (`?watch=1` added): the controller streams one JSON
@@ -96,32 +119,9 @@ export interface ControllerWatch {
  * No idle timeout: a set can stay unchanged for hours.
  */
 export function watchController(server: string, path: string, onLine: (line: string) => void): ControllerWatch {
-  let target: ReturnType<typeof controllerRequest>;
-  try {
-    target = controllerRequest(server, `${path}${path.includes('?') ? '&' : '?'}watch=1`);
-  } catch (err) {
-    return { done: Promise.reject(err), close: () => undefined };
-  }
-  const { url, tls, request } = target;
-  let close: () => void = () => undefined;
-  const done = new Promise<Awaited<ControllerWatch['done']>>((resolve, reject) => {
-    let settled = false;
-    let answered = false;
-    const finish = (err: Error | undefined, result?: Awaited<ControllerWatch['done']>): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(connectTimer);
-      req.destroy();
-      if (err) reject(err);
-      else resolve(result!);
-    };
-    const req = request(url, { method: 'GET', agent: false });
-    close = () => finish(undefined, { streamed: true });
-    const connectTimer = setTimeout(() => finish(unreachableError(server, 'ETIMEDOUT')), CONNECT_TIMEOUT_MS);
-    req.on('socket', (socket) => socket.once(tls ? 'secureConnect' : 'connect', () => clearTimeout(connectTimer)));
-    req.on('error', (err: NodeJS.ErrnoException) => finish(answered ? undefined : unreachableError(server, err.code ?? err.message), { streamed: true }));
-    req.on('response', (res: IncomingMessage) => {
-      answered = true;
+  const ended = (settle: Settle<WatchEnd>): void => settle(undefined, { streamed: true });
+  const { done, settle } = exchange<WatchEnd>(server, 'GET', `${path}${path.includes('?') ? '&' : '?'}watch=1`, {}, {
+    answer(res, settle) {
       const streamed = res.statusCode === 200 && (res.headers['content-type'] ?? '').startsWith('application/x-ndjson');
       const decoder = new TextDecoder();
       let text = '';
@@ -134,12 +134,13 @@ export function watchController(server: string, path: string, onLine: (line: str
           if (line.trim() !== '') onLine(line);
         }
       });
-      const end = (): void => finish(undefined, streamed ? { streamed: true } : { streamed: false, status: res.statusCode ?? 0, text: text + decoder.decode() });
+      const end = (): void => (streamed ? ended(settle) : settle(undefined, { streamed: false, status: res.statusCode ?? 0, text: text + decoder.decode() }));
       res.on('end', end);
       res.on('error', end);
       res.on('close', end);
-    });
-    req.end();
+    },
+    // A stream cut off ends like one the controller closed: the caller looks again.
+    brokenOff: ended,
   });
-  return { done, close: () => close() };
+  return { done, close: () => ended(settle) };
 }
