@@ -254,6 +254,13 @@ describe('in-place upgrade controller (CloneSet over containerd CRI)', function 
       assert.equal(side?.startedAt, sidecarStart.get(p.name), 'sidecar start time unchanged');
       const app = (await env!.cri.containerStatus(container(p, 'app').containerId)).status;
       assert.equal(app?.metadata?.attempt, 1, 'first replacement');
+      // Never both at once: the new container starts once the old one has finished (kept, dead, for its logs).
+      const replaced = (await env!.cri.containerStatus(container(was, 'app').containerId)).status;
+      assert.equal(replaced?.state, 'CONTAINER_EXITED');
+      assert.ok(replaced!.finishedAt > 0 && replaced!.finishedAt <= app!.startedAt, `old finished ${replaced!.finishedAt}, new started ${app!.startedAt}`);
+      // Its own PID namespace, a kubelet's default: PID 1 there is the app's command, not the sandbox's pause.
+      const init = await env!.cri.execSync(container(p, 'app').containerId, ['cat', '/proc/1/cmdline']);
+      assert.match(init.stdout.toString(), /trap/);
       const version = await env!.cri.execSync(container(p, 'app').containerId, ['cat', '/app/version.txt']);
       assert.equal(version.stdout.toString(), 'v2\n');
       assert.equal((await env!.cri.podSandboxStatus(p.sandboxId)).status?.state, 'SANDBOX_READY');
@@ -312,6 +319,32 @@ describe('in-place upgrade controller (CloneSet over containerd CRI)', function 
       await runtime.deletePod(listed[0], 1);
       await runtime.deletePod(listed[0], 1);
       assert.deepEqual(await runtime.listPods(labels), []);
+    } finally {
+      runtime.close();
+    }
+  });
+
+  it('CRI runtime: an in-place replacement starts the new container only after the old one has finished, even a slow one', async function () {
+    const runtime = new CriPodRuntime(env!.cri, { logRoot: join(workDir, 'slow-stop-pods'), cgroupParent: `/${env!.cgroupRoot}` });
+    try {
+      // 0.3 s from SIGTERM to exit, longer than a container start: a replacement started at the signal would overlap it.
+      const slowStop = ['/bin/sh', '-c', 'trap "sleep 0.3; exit 0" TERM; while true; do sleep 1 & wait $!; done'];
+      const template = (image: string): PodTemplate => ({ labels: { app: 'slow-stop' }, annotations: {}, containers: [{ name: 'app', image, command: slowStop }] });
+      const labels = { app: 'slow-stop', 'lazypull.io/cloneset': 'slow-stop' };
+      await runtime.createPod('slow-stop-0', template(v1), 'rev1', labels);
+      // The listing the controller plans on: it tells the runtime the running container's process.
+      const [before] = await runtime.listPods(labels);
+      await runtime.updateContainersInPlace(before, template(v2), ['app'], 'rev2');
+      const [after] = await runtime.listPods(labels);
+      const oldId = before.containers[0].containerId;
+      const newId = after.containers[0].containerId;
+      assert.notEqual(newId, oldId);
+      const old = (await env!.cri.containerStatus(oldId)).status!;
+      const fresh = (await env!.cri.containerStatus(newId)).status!;
+      assert.equal(old.state, 'CONTAINER_EXITED');
+      assert.equal(old.exitCode, 0, 'it ended on its own after SIGTERM, not by the kill timeout');
+      assert.ok(old.finishedAt > 0 && old.finishedAt <= fresh.startedAt, `old finished ${old.finishedAt}, new started ${fresh.startedAt}`);
+      await runtime.deletePod(after, 1);
     } finally {
       runtime.close();
     }

@@ -118,6 +118,31 @@ describe('readiness probes', function () {
     assert.equal(runs.length, 2, 'forgotten by the later listing, probed anew on the next sight');
   });
 
+  it('a retired container (being stopped) is unready and never probed again, though a listing still shows it running; reinstated, it is', async function () {
+    const { runs, exec } = scriptedExec(() => 0);
+    tracker = new ReadinessTracker(exec);
+    const started = Date.now() - 10_000;
+    assert.equal(await tracker.observe('c7', probe(0.1), started * 1e6), true);
+    assert.equal(tracker.current('c7'), true);
+    tracker.retire('c7');
+    assert.equal(tracker.current('c7'), false);
+    const probedBefore = runs.length;
+    // A listing begun before the stop still shows it running.
+    tracker.retain(new Set(['c7']), Date.now());
+    assert.equal(await tracker.observe('c7', probe(0.1), started * 1e6), false, 'unready while it stops');
+    await sleep(300);
+    assert.equal(runs.length, probedBefore, 'no probe of a container being stopped');
+    // Its stop failed and it runs on: probed again on the next sight.
+    tracker.reinstate('c7');
+    assert.equal(await tracker.observe('c7', probe(0.1), started * 1e6), true);
+    assert.equal(runs.length, probedBefore + 1);
+    // Once a listing shows it gone, the retirement is forgotten with it.
+    tracker.retire('c7');
+    tracker.retain(new Set(), Date.now());
+    assert.equal(tracker.current('c7'), false);
+    assert.equal(await tracker.observe('c7', probe(0.1), started * 1e6), true, 'not retired any more (CRI never reuses an id)');
+  });
+
   it('stops retrying early once the backoff reaches the period', async function () {
     // Never passes: with a 0.3 s period the retries go every 0.05 s for 0.3 s (6 or 7 of them, as the timers fall), then 0.2, then 0.3 s each.
     const { runs, exec } = scriptedExec(() => 1);

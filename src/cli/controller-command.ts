@@ -42,7 +42,7 @@ export async function controllerCommand(flags: ControllerFlags): Promise<void> {
     logRoot: join(flags.state, 'pods'),
     cgroupParent: flags.cgroupParent,
     namespace: flags.namespace,
-    onReadinessChange: () => controller?.kick(),
+    onReadinessChange: () => controller?.readinessChanged(),
   });
   controller = new Controller({ runtime, store, log });
   await controller.start();

@@ -104,6 +104,8 @@ interface Prewarm {
 /** What the controller knows of a set in memory (rebuilt after a restart). */
 interface SetState {
   observed: PodState[];
+  /** When the listing behind `observed` began (ms since the epoch; 0: none yet). */
+  listedAt: number;
   observedGeneration: number;
   busy: Map<string, Promise<void>>;
   /** Pod → reason and when. */
@@ -136,6 +138,13 @@ export class Controller {
   private readonly deletions = new Map<string, Promise<void>>();
   private stopped = false;
   private kicked = false;
+  /**
+   * Whether the next reconcile must list the pods: anything but a readiness
+   * flip (a step ended, a spec changed, the resync timer) may have changed
+   * what the runtime shows. A flip alone changes only what the probes say,
+   * which the runtime can tell without a listing (PodRuntime.readinessNow).
+   */
+  private listNeeded = true;
   /** Followers of the status views (watch streams of the HTTP API). */
   private readonly changeListeners = new Set<() => void>();
   private changeScheduled = false;
@@ -178,7 +187,7 @@ export class Controller {
       if (rec.deleting) this.startDeletion(rec.name);
       else this.startPrewarm(rec.name, rec.updateRevision);
     }
-    await this.reconcileAll();
+    await this.reconcileAll(true);
     this.loopDone = this.loop();
   }
 
@@ -190,8 +199,21 @@ export class Controller {
     await Promise.allSettled([...pending, ...this.deletions.values()]);
   }
 
-  /** Reconcile soon (an event: a task finished, readiness flipped, a spec changed). */
+  /** Reconcile soon, from a fresh listing (an event: a task finished, a spec changed). */
   kick(): void {
+    this.listNeeded = true;
+    this.kicked = true;
+    this.wake?.();
+    this.changed();
+  }
+
+  /**
+   * A container's readiness flipped (its probe passed or failed): reconcile
+   * soon. The last listing serves, with the probes' verdicts of now, if it
+   * is younger than the resync period: on an in-place update's critical
+   * path this saves a listing between a probe's pass and the gate opening.
+   */
+  readinessChanged(): void {
     this.kicked = true;
     this.wake?.();
     this.changed();
@@ -201,7 +223,10 @@ export class Controller {
     while (!this.stopped) {
       if (!this.kicked) {
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, this.resyncMs);
+          const timer = setTimeout(() => {
+            this.listNeeded = true;
+            resolve();
+          }, this.resyncMs);
           this.wake = () => {
             clearTimeout(timer);
             resolve();
@@ -211,15 +236,17 @@ export class Controller {
       }
       this.kicked = false;
       if (this.stopped) break;
-      await this.reconcileAll();
+      const list = this.listNeeded;
+      this.listNeeded = false;
+      await this.reconcileAll(list);
     }
   }
 
-  private async reconcileAll(): Promise<void> {
+  private async reconcileAll(list: boolean): Promise<void> {
     for (const rec of this.store.listSets()) {
       if (rec.deleting) continue;
       try {
-        await this.reconcile(rec.name);
+        await this.reconcile(rec.name, list);
       } catch (err) {
         this.log({ level: 'warn', event: 'reconcile_failed', cloneset: rec.name, error: message(err) });
       }
@@ -229,7 +256,7 @@ export class Controller {
   private state(name: string): SetState {
     let st = this.states.get(name);
     if (st === undefined) {
-      st = { observed: [], observedGeneration: 0, busy: new Map(), blocked: new Map(), retryAt: new Map(), finished: 0 };
+      st = { observed: [], listedAt: 0, observedGeneration: 0, busy: new Map(), blocked: new Map(), retryAt: new Map(), finished: 0 };
       this.states.set(name, st);
     }
     return st;
@@ -452,13 +479,14 @@ export class Controller {
     });
   }
 
-  private async reconcile(name: string): Promise<void> {
+  private async reconcile(name: string, list: boolean): Promise<void> {
     let rec = this.store.getSet(name);
     if (rec === undefined || rec.deleting) return;
     const st = this.state(name);
     const finishedBefore = st.finished;
-    const listedAt = Date.now();
-    const observed = await this.runtime.listPods(this.selector(rec));
+    const reused = !list && st.listedAt > 0 && Date.now() - st.listedAt <= this.resyncMs ? this.runtime.readinessNow?.(st.observed) : undefined;
+    const listedAt = reused !== undefined ? st.listedAt : Date.now();
+    const observed = reused ?? (await this.runtime.listPods(this.selector(rec)));
     // From here on nothing awaits until the actions are launched: the ready set changes in one step.
     rec = this.store.getSet(name);
     if (rec === undefined || rec.deleting || this.stopped) return;
@@ -468,6 +496,7 @@ export class Controller {
       return;
     }
     st.observed = observed;
+    st.listedAt = listedAt;
     const now = Date.now();
     for (const [pod, b] of st.blocked) if (now - b.at > this.blockedRetryMs) st.blocked.delete(pod);
 

@@ -30,6 +30,7 @@ import type { Container, ContainerConfig, PodSandbox, PodSandboxConfig } from '.
 import { LazypullError } from '../errors';
 import { LABEL_CLONESET, LABEL_POD_NAME, LABEL_REVISION } from './pod-labels';
 import { ReadinessTracker } from './readiness';
+import { hasExited, processExit, watchableNamespaceInit } from '../util/namespace-init-exit';
 import { trace } from '../util/trace';
 import type { ContainerSpec, ContainerState, ExecProbe, InPlaceUpdateState, PodRuntime, PodState, PodTemplate } from './types';
 
@@ -59,6 +60,18 @@ interface ContainerFacts {
   imageRef: string;
   /** ns since the epoch; 0 before it started. */
   startedAt: number;
+  /** Its main process as the runtime's verbose status tells it (0: not told). */
+  pid: number;
+}
+
+/** The main process's pid in the verbose ContainerStatus info (containerd: a JSON string under "info"); 0 if not there. */
+function pidOfStatusInfo(info: Record<string, string> | undefined): number {
+  try {
+    const pid = (JSON.parse(info?.info ?? '{}') as { pid?: unknown }).pid;
+    return typeof pid === 'number' && Number.isInteger(pid) && pid > 0 ? pid : 0;
+  } catch {
+    return 0;
+  }
 }
 
 /** A CRI call's answer, or undefined when what it asks about is gone (NOT_FOUND). */
@@ -104,6 +117,8 @@ export class CriPodRuntime implements PodRuntime {
   private readonly sandboxIps = new Map<string, string>();
   /** A started container's image reference and start time. */
   private readonly startedContainers = new Map<string, ContainerFacts>();
+  /** Containers a listing showed running with a readiness probe: their readiness is the tracker's (readinessNow). */
+  private readonly probedContainers = new Set<string>();
 
   constructor(cri: CriClient, private readonly opts: CriPodRuntimeOptions) {
     this.cri = cri;
@@ -183,6 +198,9 @@ export class CriPodRuntime implements PodRuntime {
       labels: { [LABEL_CLONESET]: set, [LABEL_POD_NAME]: pod, [LABEL_REVISION]: revision, [LABEL_CONTAINER]: spec.name },
       annotations: spec.readinessProbe ? { [ANNOTATION_PROBE]: JSON.stringify(spec.readinessProbe.exec) } : {},
       logPath: `${spec.name}/${attempt}.log`,
+      // A kubelet's default (no shareProcessNamespace): the container's own PID namespace, the pod's network and IPC.
+      // Its main process is then PID 1 there, and the whole container is gone once that process is (stopReplaced).
+      linux: { securityContext: { namespaceOptions: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' } } },
     };
   }
 
@@ -232,16 +250,24 @@ export class CriPodRuntime implements PodRuntime {
           : this.cri
               .createContainer(pod.sandboxId, this.containerConfig(spec, pod.name, set, revision, newest === undefined ? 1 : attemptOf(newest) + 1), sandboxConfig)
               .then((id) => ({ id, state: 'CONTAINER_CREATED' }));
-      const stopping = Promise.all(previous.map((old) => this.stopReplaced(old)));
-      const [created, stopped] = await Promise.allSettled([creating, stopping]);
-      if (stopped.status === 'rejected') throw stopped.reason;
-      if (created.status === 'rejected') throw created.reason;
+      const stops = previous.map((old) => this.stopReplaced(old));
+      const stopped = Promise.all(stops.map((s) => s.stopped));
+      stopped.catch(() => undefined); // awaited below, or reported through `gone`
+      const [created, gone] = await Promise.allSettled([creating, Promise.all(stops.map((s) => s.gone))]);
+      if (gone.status === 'rejected') throw gone.reason;
+      if (created.status === 'rejected') {
+        // The caller looks at the pod to tell whether it was touched: not while a stop is under way.
+        await Promise.allSettled([stopped]);
+        throw created.reason;
+      }
       const target = created.value;
       if (target.state === 'CONTAINER_CREATED') {
         await this.cri.startContainer(target.id);
         // Probed from its start rather than from the next listing; the verdict comes through onReadinessChange.
         if (spec.readinessProbe) void this.readiness.track(target.id, spec.readinessProbe.exec, Date.now());
       }
+      // The old processes are gone; the runtime's own end of the stop must succeed too.
+      await stopped;
       // Keep the most recent dead one (as a kubelet does, for its logs), remove the older: after the start, off its path.
       for (const old of previous.slice(1)) {
         await this.cri.removeContainer(old.id).catch((err: unknown) => {
@@ -251,14 +277,31 @@ export class CriPodRuntime implements PodRuntime {
     }
   }
 
-  /** Stop a container being replaced; gone already is fine. */
-  private async stopReplaced(old: Container): Promise<void> {
+  /**
+   * Stop a container being replaced; gone already is fine. `stopped` is the
+   * runtime's answer. `gone` resolves as soon as nothing of the container
+   * runs: when its main process, watched through /proc, has exited (see
+   * namespace-init-exit.ts), which on a busy node is 60-120 ms before
+   * containerd answers; otherwise with `stopped`.
+   */
+  private stopReplaced(old: Container): { stopped: Promise<void>; gone: Promise<void> } {
     // Its pod's gate is closed: a probe now would only race the stop (and cost an exec).
-    this.readiness.forget(old.id);
-    if (old.state !== 'CONTAINER_RUNNING' && old.state !== 'CONTAINER_CREATED' && old.state !== 'CONTAINER_UNKNOWN') return;
-    await this.cri.stopContainer(old.id, this.stopTimeoutSec).catch((err: unknown) => {
-      if (!isCriStatus(err, 'NOT_FOUND')) throw err;
+    this.readiness.retire(old.id);
+    if (old.state !== 'CONTAINER_RUNNING' && old.state !== 'CONTAINER_CREATED' && old.state !== 'CONTAINER_UNKNOWN') {
+      return { stopped: Promise.resolve(), gone: Promise.resolve() };
+    }
+    const pid = this.startedContainers.get(old.id)?.pid ?? 0;
+    // Identified before the stop signal: afterwards its pid may be gone, or another process's.
+    const watched = old.state === 'CONTAINER_RUNNING' ? watchableNamespaceInit(pid, old.id) : undefined;
+    const stopped = this.cri.stopContainer(old.id, this.stopTimeoutSec).catch((err: unknown) => {
+      if (isCriStatus(err, 'NOT_FOUND')) return;
+      this.readiness.reinstate(old.id);
+      throw err;
     });
+    if (watched === undefined) return { stopped, gone: stopped };
+    // If the stop fails while the process still runs, that failure is the answer.
+    const gone = processExit(watched, stopped).then(() => (hasExited(watched) ? undefined : stopped));
+    return { stopped, gone };
   }
 
   /** No pod conditions in CRI: the controller's record is the gate. */
@@ -310,6 +353,7 @@ export class CriPodRuntime implements PodRuntime {
     const containers = await this.cri.listContainers();
     const ids = new Set(containers.map((c) => c.id));
     for (const id of this.startedContainers.keys()) if (!ids.has(id)) this.startedContainers.delete(id);
+    for (const id of this.probedContainers) if (!ids.has(id)) this.probedContainers.delete(id);
     // A container started while this listing was under way is probed already (updateContainersInPlace): not stopped here.
     this.readiness.retain(new Set(containers.filter((c) => c.state === 'CONTAINER_RUNNING').map((c) => c.id)), listedAt);
     const pods: PodState[] = [];
@@ -339,9 +383,11 @@ export class CriPodRuntime implements PodRuntime {
   private async containerFacts(containerId: string): Promise<ContainerFacts | undefined> {
     const known = this.startedContainers.get(containerId);
     if (known !== undefined) return known;
-    const status = (await unlessGone(this.cri.containerStatus(containerId)))?.status;
+    // Verbose for the pid, which an in-place update watches (stopReplaced); asked once per started container.
+    const answer = await unlessGone(this.cri.containerStatus(containerId, { verbose: true }));
+    const status = answer?.status;
     if (!status) return undefined;
-    const facts: ContainerFacts = { image: status.image?.image ?? '', imageRef: status.imageRef, startedAt: status.startedAt };
+    const facts: ContainerFacts = { image: status.image?.image ?? '', imageRef: status.imageRef, startedAt: status.startedAt, pid: pidOfStatusInfo(answer?.info) };
     if (status.startedAt > 0) this.startedContainers.set(containerId, facts);
     return facts;
   }
@@ -361,7 +407,10 @@ export class CriPodRuntime implements PodRuntime {
       const running = facts !== undefined && current.state === 'CONTAINER_RUNNING';
       const probe = parseProbe(current.annotations[ANNOTATION_PROBE]);
       let ready = running;
-      if (running && probe !== undefined) ready = await this.readiness.observe(current.id, probe, facts?.startedAt ?? 0);
+      if (running && probe !== undefined) {
+        this.probedContainers.add(current.id);
+        ready = await this.readiness.observe(current.id, probe, facts?.startedAt ?? 0);
+      }
       states.push({
         name,
         containerId: current.id,
@@ -390,6 +439,14 @@ export class CriPodRuntime implements PodRuntime {
       terminating: !sandboxReady,
       createdAt: sandbox.createdAt,
     };
+  }
+
+  readinessNow(pods: PodState[]): PodState[] {
+    return pods.map((pod) => {
+      const containers = pod.containers.map((c) => (c.running && this.probedContainers.has(c.containerId) ? { ...c, ready: this.readiness.current(c.containerId) } : c));
+      // As podState decides it: a sandbox that is not ready is terminating.
+      return { ...pod, containers, containersReady: !pod.terminating && containers.length > 0 && containers.every((c) => c.ready) };
+    });
   }
 
   close(): void {

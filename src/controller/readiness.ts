@@ -126,6 +126,12 @@ class ContainerProber {
 /** Probers of the running containers, by container id. */
 export class ReadinessTracker {
   private readonly probers = new Map<string, ContainerProber>();
+  /**
+   * Containers being stopped (retire()): not probed again, although a
+   * listing begun before the stop may still show them running. Each probe
+   * of a dying container is an exec that fails, at the busiest moment.
+   */
+  private readonly retired = new Set<string>();
 
   /** `onChange` runs whenever a container's readiness flips (a reconcile trigger). */
   constructor(
@@ -141,6 +147,7 @@ export class ReadinessTracker {
    * unready for one period.
    */
   async observe(containerId: string, probe: ExecProbe, startedAtNs: number): Promise<boolean> {
+    if (this.retired.has(containerId)) return false;
     let prober = this.probers.get(containerId);
     if (prober === undefined) {
       const startedAtMs = startedAtNs > 0 ? Math.floor(startedAtNs / 1e6) : Date.now();
@@ -173,6 +180,22 @@ export class ReadinessTracker {
     this.probers.delete(containerId);
   }
 
+  /** The verdict so far, without probing: false for a container not probed (or retired). */
+  current(containerId: string): boolean {
+    return !this.retired.has(containerId) && this.probers.get(containerId)?.ready === true;
+  }
+
+  /** Stop probing a container that is being stopped, for good: it is unready from now on. */
+  retire(containerId: string): void {
+    this.forget(containerId);
+    this.retired.add(containerId);
+  }
+
+  /** Undo retire() (its stop failed and it runs on): the next listing probes it again. */
+  reinstate(containerId: string): void {
+    this.retired.delete(containerId);
+  }
+
   /**
    * Stop probing every container not in `alive`, what a listing begun at
    * `listedAtMs` shows running. Probing that began after that is kept: the
@@ -180,9 +203,12 @@ export class ReadinessTracker {
    */
   retain(alive: Set<string>, listedAtMs = Number.POSITIVE_INFINITY): void {
     for (const [id, prober] of [...this.probers]) if (!alive.has(id) && prober.since < listedAtMs) this.forget(id);
+    // A retired container no longer running is done with (its id is never reused).
+    for (const id of [...this.retired]) if (!alive.has(id)) this.retired.delete(id);
   }
 
   close(): void {
     for (const id of [...this.probers.keys()]) this.forget(id);
+    this.retired.clear();
   }
 }

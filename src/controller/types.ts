@@ -173,4 +173,10 @@ export interface PodRuntime {
   deletePod(pod: PodState, gracePeriodSeconds: number): Promise<void>;
   /** Current state of every pod of the set, probes evaluated. */
   listPods(selector: Record<string, string>): Promise<PodState[]>;
+  /**
+   * Pods of an earlier listing with their containers' readiness as the probes
+   * say now, without asking the runtime (optional: without it, every
+   * reconcile lists).
+   */
+  readinessNow?(pods: PodState[]): PodState[];
 }
