@@ -12,7 +12,8 @@
  *
  * In-place update of a container: pull the new image first (a failure
  * leaves the pod untouched), create the new container (attempt + 1) next to
- * the running one, stop the old one (short timeout), start the new one. The
+ * the running one while the old one stops (short timeout), and start the new
+ * one as soon as the old one's processes are gone (stopReplaced). The
  * stopped container is kept (as a kubelet keeps one dead container per name)
  * until the next replacement, so its exit time can be read. Every step is
  * idempotent: called again after a crash, it carries on where it stopped.
