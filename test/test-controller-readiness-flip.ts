@@ -11,63 +11,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Controller, type CloneSetStatusView } from '../src/controller/controller';
-import { LABEL_POD_NAME } from '../src/controller/pod-labels';
 import { StateStore } from '../src/controller/state-store';
-import type { PodRuntime, PodState, PodTemplate } from '../src/controller/types';
 import { cloneSetYaml } from './support/controller-fixture';
+import { memoryNode } from './support/memory-node';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Pods in memory whose new containers start unready (a replacement takes 0.3 s); the test passes their probes (`pass`). Listings are counted. */
-function probedNode(withReadinessNow: boolean) {
-  const pods = new Map<string, PodState>();
-  const passed = new Set<string>();
-  let ids = 0;
-  let listings = 0;
-  const containers = (template: PodTemplate, ready: boolean): PodState['containers'] =>
-    template.containers.map((c) => {
-      const containerId = `c${++ids}`;
-      if (ready) passed.add(containerId);
-      return { name: c.name, containerId, image: c.image, imageRef: `ref-${c.image}`, running: true, startedAt: Date.now() * 1e6, ready, restartCount: 0 };
-    });
-  const withVerdicts = (p: PodState): PodState => {
-    const cs = p.containers.map((c) => ({ ...c, ready: passed.has(c.containerId) }));
-    return { ...p, containers: cs, containersReady: cs.every((c) => c.ready) };
-  };
-  const runtime: PodRuntime = {
-    pullImage: async (image) => `ref-${image}`,
-    createPod: async (name, template, revision, labels) => {
-      const pod: PodState = { name, revision, sandboxId: `s${++ids}`, ip: `10.0.0.${ids}`, labels: { ...labels, [LABEL_POD_NAME]: name }, containers: containers(template, true), containersReady: true, inPlaceUpdateReady: true, terminating: false, createdAt: Date.now() };
-      pods.set(pod.sandboxId, pod);
-      return pod;
-    },
-    updateContainersInPlace: async (pod, template, changed, revision) => {
-      // Slow enough that the next pod's step (started when a gate opens) ends well after the gate is seen open.
-      await sleep(300);
-      const live = pods.get(pod.sandboxId)!;
-      const fresh = containers(template, false);
-      live.containers = live.containers.map((c) => (changed.includes(c.name) ? fresh.find((f) => f.name === c.name)! : c));
-      live.revision = revision;
-    },
-    setInPlaceUpdateReady: async () => undefined,
-    recordInPlaceUpdateState: async () => undefined,
-    deletePod: async (pod) => {
-      pods.delete(pod.sandboxId);
-    },
-    listPods: async (selector) => {
-      listings++;
-      return [...pods.values()].filter((p) => Object.entries(selector).every(([k, v]) => p.labels[k] === v)).map((p) => withVerdicts(structuredClone(p)));
-    },
-    ...(withReadinessNow ? { readinessNow: (listed: PodState[]) => listed.map(withVerdicts) } : {}),
-  };
-  return {
-    runtime,
-    listings: () => listings,
-    /** Every running container not yet passing: its id. */
-    unready: () => [...pods.values()].flatMap((p) => p.containers.filter((c) => !passed.has(c.containerId)).map((c) => c.containerId)),
-    pass: (containerId: string) => passed.add(containerId),
-  };
-}
 
 async function waitUntil<T>(what: string, check: () => T | undefined, timeoutMs = 10_000): Promise<T> {
   for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await sleep(2)) {
@@ -94,7 +42,9 @@ describe('controller: a readiness flip reconciles from the last listing', functi
   });
 
   async function rollout(withReadinessNow: boolean): Promise<{ listingsPerFlip: number[]; status: CloneSetStatusView }> {
-    const node = probedNode(withReadinessNow);
+    // New containers wait for the test to pass their probes; a replacement takes 0.3 s, so the next pod's step
+    // (started when a gate opens) ends well after the gate is seen open.
+    const node = memoryNode({ stepMs: 300, replacedReady: false, readinessNow: withReadinessNow });
     store = StateStore.open(join(dir, 'store'));
     // No resync during the test: every listing comes from an event.
     controller = new Controller({ runtime: node.runtime, store, resyncMs: 60_000 });

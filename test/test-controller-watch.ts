@@ -20,43 +20,10 @@ import { join } from 'node:path';
 import { watchController } from '../src/cli/controller-http';
 import { Controller, type CloneSetStatusView } from '../src/controller/controller';
 import { startHttpApi, type HttpApi } from '../src/controller/http-api';
-import { LABEL_POD_NAME } from '../src/controller/pod-labels';
 import { StateStore } from '../src/controller/state-store';
-import type { PodRuntime, PodState, PodTemplate } from '../src/controller/types';
 import { CLI_PATH } from './support/cli';
 import { cloneSetYaml } from './support/controller-fixture';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** A node in memory (labelled as the CRI adapter labels sandboxes): a pod (or a replaced container) runs and is ready 20 ms after it is asked for; an image's reference is its name. */
-function memoryNode(): PodRuntime {
-  const pods = new Map<string, PodState>();
-  let ids = 0;
-  const containers = (template: PodTemplate): PodState['containers'] =>
-    template.containers.map((c) => ({ name: c.name, containerId: `c${++ids}`, image: c.image, imageRef: `ref-${c.image}`, running: true, startedAt: Date.now() * 1e6, ready: true, restartCount: 0 }));
-  return {
-    pullImage: async (image) => `ref-${image}`,
-    createPod: async (name, template, revision, labels) => {
-      await sleep(20);
-      const pod: PodState = { name, revision, sandboxId: `s${++ids}`, ip: `10.0.0.${ids}`, labels: { ...labels, [LABEL_POD_NAME]: name }, containers: containers(template), containersReady: true, inPlaceUpdateReady: true, terminating: false, createdAt: Date.now() };
-      pods.set(pod.sandboxId, pod);
-      return pod;
-    },
-    updateContainersInPlace: async (pod, template, changed, revision) => {
-      await sleep(20);
-      const live = pods.get(pod.sandboxId)!;
-      const fresh = containers(template);
-      live.containers = live.containers.map((c) => (changed.includes(c.name) ? fresh.find((f) => f.name === c.name)! : c));
-      live.revision = revision;
-    },
-    setInPlaceUpdateReady: async () => undefined,
-    recordInPlaceUpdateState: async () => undefined,
-    deletePod: async (pod) => {
-      pods.delete(pod.sandboxId);
-    },
-    listPods: async (selector) => [...pods.values()].filter((p) => Object.entries(selector).every(([k, v]) => p.labels[k] === v)).map((p) => structuredClone(p)),
-  };
-}
+import { memoryNode } from './support/memory-node';
 
 interface WatchEvent {
   type: 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -94,7 +61,8 @@ describe('controller watches: GET /clonesets/NAME?watch=1 and rollout status --w
   before(async function () {
     dir = mkdtempSync(join(tmpdir(), 'lzp-watch-'));
     store = StateStore.open(join(dir, 'store'));
-    controller = new Controller({ runtime: memoryNode(), store, resyncMs: 200 });
+    // A pod (or a replaced container) runs and is ready 20 ms after it is asked for.
+    controller = new Controller({ runtime: memoryNode({ stepMs: 20, replacedReady: true, readinessNow: false }).runtime, store, resyncMs: 200 });
     await controller.start();
     api = await startHttpApi(controller, '127.0.0.1:0');
   });
