@@ -1,4 +1,6 @@
 /**
+ * When the controller lists, and what it may count on between listings.
+ *
  * A readiness flip reconciles from the last listing (Controller.readinessChanged
  * with PodRuntime.readinessNow): the pod's gate opens on the probe's verdict
  * without another listing, and the update goes on to the next pod; a runtime
@@ -81,5 +83,35 @@ describe('controller: a readiness flip reconciles from the last listing', functi
     const { listingsPerFlip, status } = await rollout(false);
     assert.ok(listingsPerFlip.every((n) => n >= 1), `listings per flip: ${listingsPerFlip.join()}`);
     assert.equal(status.pods.length, 2);
+  });
+
+  it('a pod whose step ended after the last listing began is not counted ready until a listing shows it (a recreated pod is not its old sandbox)', async function () {
+    // Listings take 0.1 s: the last one before a recreate ends shows the old sandbox, ready.
+    const node = memoryNode({ stepMs: 20, replacedReady: true, readinessNow: true, listMs: 100 });
+    store = StateStore.open(join(dir, 'store'));
+    controller = new Controller({ runtime: node.runtime, store, resyncMs: 60_000 });
+    await controller.start();
+    const yaml = (command?: string[]): string => cloneSetYaml({ name: 'stale', replicas: 2, image: 'app:v1', sidecarImage: 'sidecar:v1', maxUnavailable: 2, command });
+    const view = (): CloneSetStatusView | undefined => controller!.get('stale')?.status;
+    controller.apply(yaml());
+    const before = await waitUntil('v1 ready', () => (view()?.readyReplicas === 2 && view()!.pods.length === 2 ? view() : undefined));
+    const oldSandboxes = new Set(before.pods.map((p) => p.sandboxId));
+    const wrong: string[] = [];
+    const stopWatching = controller.onChange(() => {
+      const s = view();
+      for (const p of s?.pods ?? []) if (p.ready && p.revision === s!.updateRevision && oldSandboxes.has(p.sandboxId)) wrong.push(`${p.name} on ${p.sandboxId}`);
+    });
+    try {
+      // A command change: each pod is recreated.
+      const to = controller.apply(yaml(['/bin/sh', '-c', 'echo changed'])).updateRevision;
+      const after = await waitUntil('recreated and ready', () => {
+        const s = view();
+        return s !== undefined && s.readyReplicas === 2 && s.updatedReadyReplicas === 2 && s.pods.length === 2 && s.pods.every((p) => p.revision === to) ? s : undefined;
+      });
+      for (const p of after.pods) assert.equal(oldSandboxes.has(p.sandboxId), false, `${p.name} is ready on its old sandbox`);
+      assert.deepEqual(wrong, [], 'a view counted an old sandbox as the recreated pod, ready');
+    } finally {
+      stopWatching();
+    }
   });
 });

@@ -116,6 +116,13 @@ interface SetState {
   prewarm?: Prewarm;
   /** Tasks finished so far (a listing taken across one is not used to forget records). */
   finished: number;
+  /**
+   * Pods whose step ended after the listing in `observed` began. That
+   * listing may show such a pod as it was before the step (a recreated
+   * pod's old sandbox, with its ready containers), so until a newer listing
+   * the pod does not count as ready.
+   */
+  unconfirmed: Set<string>;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -256,7 +263,7 @@ export class Controller {
   private state(name: string): SetState {
     let st = this.states.get(name);
     if (st === undefined) {
-      st = { observed: [], listedAt: 0, observedGeneration: 0, busy: new Map(), blocked: new Map(), retryAt: new Map(), finished: 0 };
+      st = { observed: [], listedAt: 0, observedGeneration: 0, busy: new Map(), blocked: new Map(), retryAt: new Map(), finished: 0, unconfirmed: new Set() };
       this.states.set(name, st);
     }
     return st;
@@ -462,6 +469,7 @@ export class Controller {
       // Two sandboxes of one name (a recreate cut short): the live, newest one is the pod.
       if (other === undefined || (other.terminating && !p.terminating) || (other.terminating === p.terminating && p.createdAt > other.createdAt)) byName.set(p.name, p);
     }
+    const unconfirmed = this.state(rec.name).unconfirmed;
     return [...byName.values()].map((p) => {
       const r = this.store.getPod(rec.name, p.name);
       const revision = r?.revision ?? p.revision;
@@ -472,7 +480,8 @@ export class Controller {
         revision,
         // The template decides its keys; added labels fill in the rest.
         labels: { ...p.labels, ...this.addedLabels(rec.name, p), ...template?.labels, [LABEL_REVISION]: revision },
-        containersReady: p.containersReady && complete,
+        // Its step ended after this listing began: the listing may show the pod as it was (SetState.unconfirmed).
+        containersReady: p.containersReady && complete && !unconfirmed.has(p.name),
         inPlaceUpdateReady: r?.inPlaceUpdateReady ?? true,
         terminating: p.terminating || r?.upgrade?.phase === 'deleting' || r?.upgrade?.kind === 'delete',
       };
@@ -497,6 +506,8 @@ export class Controller {
     }
     st.observed = observed;
     st.listedAt = listedAt;
+    // A fresh listing is kept only if no step ended while it was taken (above): it shows every step's outcome.
+    if (reused === undefined) st.unconfirmed.clear();
     const now = Date.now();
     for (const [pod, b] of st.blocked) if (now - b.at > this.blockedRetryMs) st.blocked.delete(pod);
 
@@ -629,6 +640,7 @@ export class Controller {
       } finally {
         st.busy.delete(pod);
         st.finished++;
+        st.unconfirmed.add(pod);
         this.kick();
       }
     })();

@@ -17,6 +17,8 @@ export interface MemoryNodeOptions {
   replacedReady: boolean;
   /** Offer PodRuntime.readinessNow. */
   readinessNow: boolean;
+  /** How long a listing takes (its answer is what was there when it began); default 0. */
+  listMs?: number;
 }
 
 export interface MemoryNode {
@@ -66,7 +68,9 @@ export function memoryNode(opts: MemoryNodeOptions): MemoryNode {
     },
     listPods: async (selector) => {
       listings++;
-      return [...pods.values()].filter((p) => Object.entries(selector).every(([k, v]) => p.labels[k] === v)).map((p) => withVerdicts(structuredClone(p)));
+      const listed = [...pods.values()].filter((p) => Object.entries(selector).every(([k, v]) => p.labels[k] === v)).map((p) => withVerdicts(structuredClone(p)));
+      if (opts.listMs) await sleep(opts.listMs);
+      return listed;
     },
     ...(opts.readinessNow ? { readinessNow: (listed: PodState[]) => listed.map(withVerdicts) } : {}),
   };
