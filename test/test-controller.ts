@@ -255,7 +255,8 @@ describe('in-place upgrade controller (CloneSet over containerd CRI)', function 
       const app = (await env!.cri.containerStatus(container(p, 'app').containerId)).status;
       assert.equal(app?.metadata?.attempt, 1, 'first replacement');
       // Never both at once: the new container starts once the old one has finished (kept, dead, for its logs).
-      const replaced = (await env!.cri.containerStatus(container(was, 'app').containerId)).status;
+      let replaced = (await env!.cri.containerStatus(container(was, 'app').containerId)).status;
+      for (const deadline = Date.now() + 10_000; replaced?.state !== 'CONTAINER_EXITED' && Date.now() < deadline; replaced = (await env!.cri.containerStatus(container(was, 'app').containerId)).status) await sleep(20);
       assert.equal(replaced?.state, 'CONTAINER_EXITED');
       assert.ok(replaced!.finishedAt > 0 && replaced!.finishedAt <= app!.startedAt, `old finished ${replaced!.finishedAt}, new started ${app!.startedAt}`);
       // Its own PID namespace, a kubelet's default: PID 1 there is the app's command, not the sandbox's pause.
@@ -341,9 +342,12 @@ describe('in-place upgrade controller (CloneSet over containerd CRI)', function 
       const oldId = before.containers[0].containerId;
       const newId = after.containers[0].containerId;
       assert.notEqual(newId, oldId);
-      const old = (await env!.cri.containerStatus(oldId)).status!;
+      // containerd's answer to the stop is not waited for: it shows the old container exited a little later.
+      let old = (await env!.cri.containerStatus(oldId)).status!;
+      for (const deadline = Date.now() + 10_000; old.state !== 'CONTAINER_EXITED' && Date.now() < deadline; old = (await env!.cri.containerStatus(oldId)).status!) await sleep(20);
       const fresh = (await env!.cri.containerStatus(newId)).status!;
       assert.equal(old.state, 'CONTAINER_EXITED');
+      assert.equal(fresh.state, 'CONTAINER_RUNNING');
       assert.equal(old.exitCode, 0, 'it ended on its own after SIGTERM, not by the kill timeout');
       assert.ok(old.finishedAt > 0 && old.finishedAt <= fresh.startedAt, `old finished ${old.finishedAt}, new started ${fresh.startedAt}`);
       await runtime.deletePod(after, 1);

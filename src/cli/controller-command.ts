@@ -43,6 +43,7 @@ export async function controllerCommand(flags: ControllerFlags): Promise<void> {
     cgroupParent: flags.cgroupParent,
     namespace: flags.namespace,
     onReadinessChange: () => controller?.readinessChanged(),
+    onLateStopFailure: (containerId, err) => log({ level: 'warn', event: 'late_stop_failed', containerId, error: toError(err).message }),
   });
   controller = new Controller({ runtime, store, log });
   await controller.start();

@@ -52,6 +52,11 @@ export interface CriPodRuntimeOptions {
   stopTimeoutSec?: number;
   /** Called when a container's readiness flips. */
   onReadinessChange?: () => void;
+  /**
+   * Told of a StopContainer that failed after the container's processes were
+   * seen gone (the update went on without waiting for containerd's answer).
+   */
+  onLateStopFailure?: (containerId: string, err: unknown) => void;
 }
 
 /** What ContainerStatus tells of a container that a listing does not. */
@@ -265,7 +270,7 @@ export class CriPodRuntime implements PodRuntime {
               .then((id) => ({ id, state: 'CONTAINER_CREATED' }));
       const stops = previous.map((old) => this.stopReplaced(old));
       const stopped = Promise.all(stops.map((s) => s.stopped));
-      stopped.catch(() => undefined); // awaited below, or reported through `gone`
+      stopped.catch(() => undefined); // reported through `gone` or onLateStopFailure
       const [created, gone] = await Promise.allSettled([creating, Promise.all(stops.map((s) => s.gone))]);
       if (gone.status === 'rejected') throw gone.reason;
       if (created.status === 'rejected') {
@@ -279,8 +284,8 @@ export class CriPodRuntime implements PodRuntime {
         // Probed from its start rather than from the next listing; the verdict comes through onReadinessChange.
         if (spec.readinessProbe) void this.readiness.track(target.id, spec.readinessProbe.exec, Date.now());
       }
-      // The old processes are gone; the runtime's own end of the stop must succeed too.
-      await stopped;
+      // The old processes are gone. containerd's end of the stop (60-120 ms of bookkeeping on a busy node) goes on
+      // without holding up the update: the pod is verified by its new containers; the old ones show as exited later.
       // Keep the most recent dead one (as a kubelet does, for its logs), remove the older: after the start, off its path.
       for (const old of previous.slice(1)) {
         await this.cri.removeContainer(old.id).catch((err: unknown) => {
@@ -327,8 +332,12 @@ export class CriPodRuntime implements PodRuntime {
       throw err;
     });
     if (watched === undefined) return { stopped, gone: stopped };
-    // If the stop fails while the process still runs, that failure is the answer.
+    // If the stop fails while the process still runs, that failure is the answer; after it, the failure is reported.
     const gone = processExit(watched, stopped).then(() => (hasExited(watched) ? undefined : stopped));
+    void gone.then(
+      () => stopped.catch((err: unknown) => this.opts.onLateStopFailure?.(old.id, err)),
+      () => undefined,
+    );
     return { stopped, gone };
   }
 
