@@ -209,9 +209,7 @@ export class Controller {
   /** Reconcile soon, from a fresh listing (an event: a task finished, a spec changed). */
   kick(): void {
     this.listNeeded = true;
-    this.kicked = true;
-    this.wake?.();
-    this.changed();
+    this.reconcileSoon();
   }
 
   /**
@@ -221,6 +219,10 @@ export class Controller {
    * path this saves a listing between a probe's pass and the gate opening.
    */
   readinessChanged(): void {
+    this.reconcileSoon();
+  }
+
+  private reconcileSoon(): void {
     this.kicked = true;
     this.wake?.();
     this.changed();

@@ -80,6 +80,11 @@ function pidOfStatusInfo(info: Record<string, string> | undefined): number {
   }
 }
 
+/** A pod's containers are ready when its sandbox is, it has containers, and each is ready. */
+function containersReadyOf(sandboxReady: boolean, containers: ContainerState[]): boolean {
+  return sandboxReady && containers.length > 0 && containers.every((c) => c.ready);
+}
+
 /** A CRI call's answer, or undefined when what it asks about is gone (NOT_FOUND). */
 async function unlessGone<T>(call: Promise<T>): Promise<T | undefined> {
   try {
@@ -121,7 +126,7 @@ export class CriPodRuntime implements PodRuntime {
   private readonly sandboxConfigs = new Map<string, PodSandboxConfig>();
   /** A ready sandbox's IP (its network is set up before RunPodSandbox returns). */
   private readonly sandboxIps = new Map<string, string>();
-  /** A started container's image reference and start time. */
+  /** A started container's image reference, start time and pid. */
   private readonly startedContainers = new Map<string, ContainerFacts>();
   /** Containers a listing showed running with a readiness probe: their readiness is the tracker's (readinessNow). */
   private readonly probedContainers = new Set<string>();
@@ -473,7 +478,7 @@ export class CriPodRuntime implements PodRuntime {
       ip,
       labels: sandbox.labels,
       containers: states,
-      containersReady: sandboxReady && states.length > 0 && states.every((c) => c.ready),
+      containersReady: containersReadyOf(sandboxReady, states),
       inPlaceUpdateReady: true,
       // A sandbox that is not ready any more (stopped, network gone) is on its way out.
       terminating: !sandboxReady,
@@ -484,8 +489,8 @@ export class CriPodRuntime implements PodRuntime {
   readinessNow(pods: PodState[]): PodState[] {
     return pods.map((pod) => {
       const containers = pod.containers.map((c) => (c.running && this.probedContainers.has(c.containerId) ? { ...c, ready: this.readiness.current(c.containerId) } : c));
-      // As podState decides it: a sandbox that is not ready is terminating.
-      return { ...pod, containers, containersReady: !pod.terminating && containers.length > 0 && containers.every((c) => c.ready) };
+      // podState reports a sandbox that is not ready as terminating.
+      return { ...pod, containers, containersReady: containersReadyOf(!pod.terminating, containers) };
     });
   }
 
