@@ -343,7 +343,7 @@ describe('LayerReader', function () {
     });
 
     it('fetches the rest of the layer in the background until it is all local', async () => {
-      const o = await openLayer(prio, new MemoryChunkCache(64 << 20), { backgroundBatchBytes: 256 * 1024, backgroundQuietMs: 20 });
+      const o = await openLayer(prio, new MemoryChunkCache(64 << 20), { backgroundBatchBytes: 256 * 1024, backgroundQuietMs: 20, backgroundStartDelayMs: 0 });
       await o.reader.prefetch();
       o.reader.startBackgroundFetch();
       o.reader.startBackgroundFetch();
@@ -362,10 +362,32 @@ describe('LayerReader', function () {
       await o.reader.stopBackgroundFetch();
     });
 
+    it('starts the background fetch only after its start delay, and a stop during the delay ends it', async () => {
+      const o = await openLayer(plain, new MemoryChunkCache(64 << 20), { backgroundQuietMs: 0, backgroundStartDelayMs: 400 });
+      const before = o.blob.reads.length;
+      const startedAt = Date.now();
+      o.reader.startBackgroundFetch();
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(o.blob.reads.length, before, 'no request during the delay');
+      await waitFor(() => o.reader.backgroundFetchDone, 10_000, 'background fetch');
+      assert.ok(Date.now() - startedAt >= 400, 'done after the delay');
+      assert.equal(o.reader.stats().localBytes, TOTAL_BYTES);
+      await o.reader.stopBackgroundFetch();
+
+      const again = await openLayer(plain, new MemoryChunkCache(64 << 20), { backgroundQuietMs: 0, backgroundStartDelayMs: 5000 });
+      const idle = again.blob.reads.length;
+      again.reader.startBackgroundFetch();
+      const stopping = Date.now();
+      await again.reader.stopBackgroundFetch();
+      assert.ok(Date.now() - stopping < 1000, 'the stop does not wait out the delay');
+      assert.equal(again.blob.reads.length, idle);
+      assert.equal(again.reader.backgroundFetchDone, false);
+    });
+
     it('pauses the background fetch while foreground reads are in flight, and stops cleanly', async () => {
       const dir = await fs.mkdtemp(join(work, 'disk-'));
       const cache = await DiskChunkCache.open(dir, 64 << 20);
-      const o = await openLayer(plain, cache, { backgroundBatchBytes: CHUNK * 2, backgroundQuietMs: 100 });
+      const o = await openLayer(plain, cache, { backgroundBatchBytes: CHUNK * 2, backgroundQuietMs: 100, backgroundStartDelayMs: 0 });
       o.blob.delayMs = 5;
       await readWhole(o, 'data/medium.bin');
       const warm = o.blob.reads.length;

@@ -1,12 +1,20 @@
 /**
  * Background fetch: after mount, walk the layer's chunks in blob order and
  * bring every missing one into the cache, a moderate batch per request, at
- * low priority. It steps aside while the container reads: before each batch
- * it waits until no foreground read has been in flight for a short quiet
- * period. Failures are logged and retried with backoff; a batch that keeps
- * failing is skipped (a foreground read will try it again when needed).
+ * low priority. It steps aside while the container reads: it begins only
+ * `startDelayMs` after it was started (a layer is mounted for a container
+ * that is about to start, and the node is busiest then), and before each
+ * batch it waits until no foreground read has been in flight for a short
+ * quiet period. Looking up which chunks are cached already (all of them,
+ * for a layer whose files another version of the image brought) runs in
+ * short slices, so it never holds up the reads the mount serves. Failures
+ * are logged and retried with backoff; a batch that keeps failing is
+ * skipped (a foreground read will try it again when needed).
  */
 import type { Chunk } from './layer-index';
+
+/** Longest stretch of cache lookups between two turns of the event loop (a lookup may list a cache directory). */
+const SCAN_SLICE_MS = 2;
 
 /** Counts foreground reads in flight, so background work can wait for quiet. */
 export class ForegroundGate {
@@ -86,6 +94,8 @@ export interface BackgroundFetcherOptions {
   batchBytes: number;
   /** Quiet time after the last foreground read before a batch starts. */
   quietMs: number;
+  /** Nothing is looked up or fetched until this long after the start. Default 0. */
+  startDelayMs?: number;
   /** First backoff after a failure; doubles up to 30 s. */
   retryDelayMs?: number;
   /** Consecutive failures of one batch before it is skipped. */
@@ -124,19 +134,34 @@ export class BackgroundFetcher {
     const retryDelayMs = opts.retryDelayMs ?? 500;
     const maxAttempts = opts.maxAttempts ?? 5;
     const started = Date.now();
+    if (opts.startDelayMs) await signal.sleep(opts.startDelayMs);
     let fetchedBytes = 0;
     let requests = 0;
     let skipped = 0;
     let failures = 0;
     let i = 0;
+    /** The first chunk from `from` on that is not cached, looked up in slices of at most SCAN_SLICE_MS. */
+    const nextMissing = async (from: number): Promise<number> => {
+      let k = from;
+      let sliceStart = performance.now();
+      while (k < chunks.length && source.isPresent(chunks[k]!.digest)) {
+        k++;
+        if (performance.now() - sliceStart >= SCAN_SLICE_MS) {
+          await new Promise((resolve) => setImmediate(resolve));
+          if (signal.stopped) return k;
+          sliceStart = performance.now();
+        }
+      }
+      return k;
+    };
     while (!signal.stopped) {
-      while (i < chunks.length && source.isPresent(chunks[i]!.digest)) i++;
-      if (i >= chunks.length) break;
+      i = await nextMissing(i);
+      if (signal.stopped || i >= chunks.length) break;
       await opts.gate.waitQuiet(opts.quietMs, signal);
       if (signal.stopped) break;
       // The foreground may have fetched some while we waited.
-      while (i < chunks.length && source.isPresent(chunks[i]!.digest)) i++;
-      if (i >= chunks.length) break;
+      i = await nextMissing(i);
+      if (signal.stopped || i >= chunks.length) break;
       const batch = [chunks[i]!];
       let j = i + 1;
       while (j < chunks.length) {

@@ -42,6 +42,8 @@ export interface LayerReaderOptions {
   backgroundBatchBytes?: number;
   /** Background fetch waits this long after the last foreground read. Default 100. */
   backgroundQuietMs?: number;
+  /** Background fetch begins this long after startBackgroundFetch(). Default 1000. */
+  backgroundStartDelayMs?: number;
   /** First backoff of background retries. Default 500. */
   backgroundRetryDelayMs?: number;
 }
@@ -73,6 +75,13 @@ const DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024;
 const DEFAULT_READ_TIMEOUT_MS = 30_000;
 const DEFAULT_BACKGROUND_BATCH_BYTES = 4 * 1024 * 1024;
 const DEFAULT_BACKGROUND_QUIET_MS = 100;
+/**
+ * A layer is mounted for a container about to start: the background fetch
+ * keeps off the CPU until its start-up is over. In a rollout the cached
+ * chunk lookups of a 2,700-file layer alone took ~30 ms of the layer
+ * server's event loop while the new containers started.
+ */
+const DEFAULT_BACKGROUND_START_DELAY_MS = 1000;
 /** stats() re-checks the cache (which may evict, or be filled by other layers) at most this often. */
 const STATS_REFRESH_MS = 1000;
 const FIRST_RETRY_DELAY_MS = 50;
@@ -342,6 +351,7 @@ export class LayerReader {
         gate: this.gate,
         batchBytes: Math.min(this.opts.backgroundBatchBytes ?? DEFAULT_BACKGROUND_BATCH_BYTES, this.maxRequestBytes),
         quietMs: this.opts.backgroundQuietMs ?? DEFAULT_BACKGROUND_QUIET_MS,
+        startDelayMs: this.opts.backgroundStartDelayMs ?? DEFAULT_BACKGROUND_START_DELAY_MS,
         retryDelayMs: this.opts.backgroundRetryDelayMs,
         log: this.log,
       },
