@@ -5,7 +5,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FAST_RETRY_MS, FAST_RETRY_WINDOW_MS, FASTEST_RETRY_WINDOW_MS, FIRST_READY_RETRY_MS, ReadinessTracker } from '../src/controller/readiness';
+import { FAST_RETRY_MS, FAST_RETRY_WINDOW_MS, FASTEST_RETRY_WINDOW_MS, FIRST_READY_RETRY_MS, QUIET_HOLD_MS, ReadinessTracker, type StartupQuiet } from '../src/controller/readiness';
 import type { ExecProbe } from '../src/controller/types';
 
 function probe(periodSeconds: number, failureThreshold = 1): ExecProbe {
@@ -98,6 +98,70 @@ describe('readiness probes', function () {
     await sleep(20);
     assert.equal(await tracker.observe('c5', probe(5), started * 1e6), true);
     assert.equal(runs.length, 1, 'observe() did not probe again');
+  });
+
+  /** A quiet signal the test drives: the app turns quiet at `quietAt` (ms since the epoch; Infinity: never). */
+  function scriptedQuiet(): { quiet: StartupQuiet; asks: number[]; quietAt: number } {
+    const state = { asks: [] as number[], quietAt: Infinity, quiet: undefined as unknown as StartupQuiet };
+    state.quiet = async (maxWaitMs) => {
+      state.asks.push(Date.now());
+      const until = Math.min(state.quietAt, Date.now() + maxWaitMs);
+      await sleep(Math.max(0, until - Date.now()));
+      return Date.now() >= state.quietAt ? 'quiet' : 'busy';
+    };
+    return state;
+  }
+
+  it('with a quiet signal, a container tracked at its start is first probed when its app goes quiet, sooner or later than 0.05 s', async function () {
+    const { runs, exec } = scriptedExec(() => 0);
+    tracker = new ReadinessTracker(exec);
+    const soon = scriptedQuiet();
+    const started = Date.now();
+    soon.quietAt = started + 15;
+    void tracker.track('q1', probe(5), started, soon.quiet);
+    await waitFor(() => runs.length === 1, 2000);
+    assert.ok(runs[0]! - started >= 10 && runs[0]! - started < FIRST_READY_RETRY_MS, `probed ${runs[0]! - started} ms after the start, when quiet`);
+    await waitFor(() => tracker!.current('q1'), 1000);
+
+    const late = scriptedQuiet();
+    const { runs: lateRuns, exec: lateExec } = scriptedExec(() => 0);
+    const other = new ReadinessTracker(lateExec);
+    try {
+      const t0 = Date.now();
+      late.quietAt = t0 + 150;
+      void other.track('q2', probe(5), t0, late.quiet);
+      await sleep(120);
+      assert.equal(lateRuns.length, 0, 'no probe while the app is busy');
+      await waitFor(() => lateRuns.length === 1, 2000);
+      assert.ok(lateRuns[0]! - t0 >= 145, `probed ${lateRuns[0]! - t0} ms after the start, once quiet`);
+    } finally {
+      other.close();
+    }
+  });
+
+  it('with a quiet signal, an app that stays busy is still probed, QUIET_HOLD_MS late; one that cannot be watched keeps the fixed first delay', async function () {
+    const { runs, exec } = scriptedExec((run) => (run < 1 ? 1 : 0));
+    tracker = new ReadinessTracker(exec);
+    const busy = scriptedQuiet(); // never quiet
+    const started = Date.now();
+    void tracker.track('b1', probe(5), started, busy.quiet);
+    await waitFor(() => runs.length === 2, 3000);
+    assert.ok(runs[0]! - started >= QUIET_HOLD_MS - 5 && runs[0]! - started < QUIET_HOLD_MS + 150, `first probe ${runs[0]! - started} ms after the start`);
+    assert.ok(runs[1]! - runs[0]! >= QUIET_HOLD_MS - 5, `the failed probe's retry waited for quiet too: ${runs[1]! - runs[0]!} ms`);
+    await waitFor(() => tracker!.current('b1'), 1000);
+    await sleep(300);
+    assert.equal(runs.length, 2, 'ready: the next probe is a period away');
+
+    const { runs: unRuns, exec: unExec } = scriptedExec(() => 0);
+    const other = new ReadinessTracker(unExec);
+    try {
+      const t0 = Date.now();
+      void other.track('u1', probe(5), t0, async () => 'unknown');
+      await waitFor(() => unRuns.length === 1, 2000);
+      assert.ok(unRuns[0]! - t0 >= FIRST_READY_RETRY_MS - 5, `first probe ${unRuns[0]! - t0} ms after the start`);
+    } finally {
+      other.close();
+    }
   });
 
   it('a listing that began before a container was tracked does not stop its probing; a later one does', async function () {

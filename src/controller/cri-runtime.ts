@@ -30,14 +30,17 @@ import { CriClient, isCriStatus } from '../cri/cri-client';
 import type { Container, ContainerConfig, PodSandbox, PodSandboxConfig } from '../cri/cri-types';
 import { LazypullError } from '../errors';
 import { LABEL_CLONESET, LABEL_POD_NAME, LABEL_REVISION } from './pod-labels';
-import { ReadinessTracker } from './readiness';
+import { ReadinessTracker, type StartupQuiet } from './readiness';
 import { hasExited, processExit, watchableNamespaceInit } from '../util/namespace-init-exit';
+import { whenQuiet } from '../util/process-quiet';
 import { trace } from '../util/trace';
 import type { ContainerSpec, ContainerState, ExecProbe, InPlaceUpdateState, PodRuntime, PodState, PodTemplate } from './types';
 
 export { LABEL_CLONESET, LABEL_POD_NAME, LABEL_REVISION };
 export const LABEL_CONTAINER = 'lazypull.io/container';
 const ANNOTATION_PROBE = 'lazypull.io/readiness-probe';
+/** How often a starting app's processes are looked at, until they go quiet (a look reads a few /proc files). */
+const QUIET_POLL_MS = 4;
 const ANNOTATION_LOG_DIR = 'lazypull.io/log-directory';
 const ANNOTATION_CGROUP_PARENT = 'lazypull.io/cgroup-parent';
 
@@ -286,8 +289,9 @@ export class CriPodRuntime implements PodRuntime {
       const target = created.value;
       if (target.state === 'CONTAINER_CREATED') {
         await this.cri.startContainer(target.id);
-        // Probed from its start rather than from the next listing; the verdict comes through onReadinessChange.
-        if (spec.readinessProbe) void this.readiness.track(target.id, spec.readinessProbe.exec, Date.now());
+        // Probed from its start rather than from the next listing, first when its app goes quiet; the verdict
+        // comes through onReadinessChange.
+        if (spec.readinessProbe) void this.readiness.track(target.id, spec.readinessProbe.exec, Date.now(), this.startupQuiet(target.id));
       }
       // The old processes are gone. containerd's end of the stop (60-120 ms of bookkeeping on a busy node) goes on
       // without holding up the update: the pod is verified by its new containers; the old ones show as exited later.
@@ -298,6 +302,22 @@ export class CriPodRuntime implements PodRuntime {
         });
       }
     }
+  }
+
+  /**
+   * When a container just started has gone quiet (util/process-quiet.ts),
+   * for timing its first probes. Its main process comes from the verbose
+   * status, asked once (a listing would ask for it anyway).
+   */
+  private startupQuiet(containerId: string): StartupQuiet {
+    const watched = this.containerFacts(containerId).then(
+      (facts) => (facts?.pid ? watchableNamespaceInit(facts.pid, containerId) : undefined),
+      () => undefined,
+    );
+    return async (maxWaitMs) => {
+      const main = await watched;
+      return main === undefined ? 'unknown' : whenQuiet(main, { pollMs: QUIET_POLL_MS, maxWaitMs });
+    };
   }
 
   /**

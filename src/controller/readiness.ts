@@ -18,8 +18,11 @@
  * (the rollout benchmark's app: 35 ms sooner per wave than with 0.1 s), and
  * a slow app costs a few more execs, only in its first half second. A
  * container this controller has just started is first probed 0.05 s after
- * its start, not at it (see track()). After the first success the probe
- * runs every `periodSeconds`, exactly as specified.
+ * its start, not at it (see track()), unless its processes can be watched:
+ * then each probe until the first success waits (at most QUIET_HOLD_MS) for
+ * the app to go quiet, and the first one runs as soon as it is (see
+ * util/process-quiet.ts). After the first success the probe runs every
+ * `periodSeconds`, exactly as specified.
  *
  * Intervals run from the start of one probe to the start of the next, as a
  * kubelet's ticker runs them: an exec probe takes 40-100 ms itself, and
@@ -33,6 +36,13 @@ import type { ExecProbe } from './types';
 /** Run `command` in the container; the exit code (an error counts as a failure). */
 export type ProbeExec = (containerId: string, command: string[], timeoutSec: number) => Promise<number>;
 
+/**
+ * Resolves 'quiet' once the container's processes look quiet, 'busy' after
+ * at most `maxWaitMs`, 'gone' once they have exited, and 'unknown' at once
+ * when they cannot be watched (util/process-quiet.ts).
+ */
+export type StartupQuiet = (maxWaitMs: number) => Promise<'quiet' | 'busy' | 'gone' | 'unknown'>;
+
 /** The smallest period we run probes at, so a bad spec cannot busy-loop. */
 const MIN_PERIOD_MS = 100;
 /** Retry interval of a failed probe before the container was ever ready, during FASTEST_RETRY_WINDOW_MS after the first probe was due. */
@@ -42,6 +52,12 @@ export const FASTEST_RETRY_WINDOW_MS = 500;
 export const FAST_RETRY_MS = 100;
 /** After that window (capped at the period) the retry interval doubles, up to the period. */
 export const FAST_RETRY_WINDOW_MS = 1000;
+/**
+ * Until a container has been ready once, a due probe waits at most this long
+ * for its processes to go quiet: an app that stays busy after it is ready is
+ * probed anyway, this much later.
+ */
+export const QUIET_HOLD_MS = 250;
 
 class ContainerProber {
   ready = false;
@@ -57,6 +73,8 @@ class ContainerProber {
   private stopped = false;
   /** The first run when it was due at once (a container seen long after its start). */
   readonly first: Promise<void> | undefined;
+  private readonly startedAtMs: number;
+  private probed = false;
 
   constructor(
     readonly containerId: string,
@@ -64,9 +82,11 @@ class ContainerProber {
     startedAtMs: number,
     private readonly exec: ProbeExec,
     private readonly onChange: () => void,
-    minFirstDelayMs = 0,
+    private readonly minFirstDelayMs = 0,
+    private quiet?: StartupQuiet,
   ) {
-    this.dueAt = startedAtMs + Math.max(minFirstDelayMs, Math.max(0, probe.initialDelaySeconds || 0) * 1000);
+    this.startedAtMs = startedAtMs;
+    this.dueAt = startedAtMs + Math.max(quiet ? 0 : minFirstDelayMs, Math.max(0, probe.initialDelaySeconds || 0) * 1000);
     const delay = this.dueAt - Date.now();
     if (delay <= 0) this.first = this.runOnce();
     else this.schedule(delay);
@@ -80,6 +100,17 @@ class ContainerProber {
 
   private async runOnce(): Promise<void> {
     if (this.stopped) return;
+    if (this.quiet !== undefined && !this.everReady) {
+      const seen = await this.quiet(QUIET_HOLD_MS);
+      if (this.stopped) return;
+      if (seen === 'unknown') {
+        // Nothing to watch: the probes keep their fixed times, the first one minFirstDelayMs after the start.
+        this.quiet = undefined;
+        const wait = this.startedAtMs + this.minFirstDelayMs - Date.now();
+        if (!this.probed && wait > 0) return this.schedule(wait);
+      }
+    }
+    this.probed = true;
     const began = Date.now();
     const timeoutSec = Math.max(1, Math.ceil(this.probe.timeoutSeconds || 1));
     let ok = false;
@@ -160,16 +191,18 @@ export class ReadinessTracker {
 
   /**
    * Start probing a container this process has just started, before anyone
-   * lists it. Its first probe is due FIRST_READY_RETRY_MS after its start
-   * at the earliest: an exec at the very start runs before the app has
-   * done anything, so it fails and only takes CPU from the app's start (in
-   * the rollout benchmark, where the node's 2 cores are busy throughout,
-   * skipping it made rollouts 0.2 s faster, 4 runs of each in turn).
-   * Resolves when the first run is over, or at once when it is delayed.
+   * lists it. An exec at the very start runs before the app has done
+   * anything, so it fails and only takes CPU from the app's start (in the
+   * rollout benchmark, where the node's 2 cores are busy throughout,
+   * skipping it made rollouts 0.2 s faster, 4 runs of each in turn). So the
+   * first probe runs when `quiet` says the app's processes have gone quiet,
+   * or, without it (or when it cannot watch them), FIRST_READY_RETRY_MS
+   * after the start. Resolves when the first run is over, or at once when
+   * it is delayed.
    */
-  async track(containerId: string, probe: ExecProbe, startedAtMs: number): Promise<void> {
+  async track(containerId: string, probe: ExecProbe, startedAtMs: number, quiet?: StartupQuiet): Promise<void> {
     if (this.probers.has(containerId)) return;
-    const prober = new ContainerProber(containerId, probe, startedAtMs, this.exec, this.onChange, FIRST_READY_RETRY_MS);
+    const prober = new ContainerProber(containerId, probe, startedAtMs, this.exec, this.onChange, FIRST_READY_RETRY_MS, quiet);
     this.probers.set(containerId, prober);
     await prober.first;
   }
