@@ -153,7 +153,7 @@ ${lazyFacts(r)}
 - Each run is checked: every pod ends on the new revision and serves v2 (\`cat /tmp/ready\` through CRI exec); in (a) and (b)
   each pod kept its sandbox (and IP) and got a new app container; in (c) each pod has a new sandbox.
 
-Reproduce: \`npm run build && node dist/bench/run.js rollout\` (as root; \`LAZYPULL_BENCH_REPEAT=N\`, default 3;
+Reproduce: \`npm run build && node dist/bench/run.js rollout\` (as root; \`LAZYPULL_BENCH_REPEAT=N\`, default 5;
 \`LAZYPULL_BENCH_REPLICAS=N\`, default 6). The base root filesystem is the cold-start benchmark's cached
 \`$TMPDIR/lazypull-bench-cache/cold-start/rootfs.tar.gz\` (built once with debootstrap).
 `;
