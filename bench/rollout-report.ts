@@ -144,9 +144,11 @@ ${lazyFacts(r)}
   controller's watch stream (\`GET /clonesets/NAME?watch=1\`, what \`lazypull rollout status --watch\` follows) shows
   \`updatedReadyReplicas == readyReplicas == replicas\` at the new \`updateRevision\`, every pod ready. The stream
   sends each change as the controller makes it, so nothing polls during the run.
-- Readiness is first probed 0.05 s after the new container starts; until the container has been ready once, a failed probe is retried
-  every 0.05 s during the first half second and every 0.1 s for the rest of the first (or period, if shorter), then at intervals
-  doubling up to \`periodSeconds\` (1 s); after that, every period as a kubelet does. Intervals run from one probe's start to the next's (src/controller/readiness.ts).
+- Readiness is first probed when the new container's app goes quiet (its threads all asleep, no CPU used between two looks 4 ms
+  apart, from /proc; src/util/process-quiet.ts); until the container has been ready once, a failed probe is retried every 0.05 s
+  during the first half second and every 0.1 s for the rest of the first (or period, if shorter), then at intervals doubling up to
+  \`periodSeconds\` (1 s), each retry also waiting for quiet (at most 0.25 s); after that, every period as a kubelet does.
+  Intervals run from one probe's start to the next's (src/controller/readiness.ts).
 - The controller pre-warms: it pulls v2 through CRI \`PullImage\` before it touches the first pod. With overlayfs the base
   layer is already unpacked on the node (v1 uses it), so (b) and (c) download and unpack only the top layer, as a real node
   would; with lazypull the top layer is mounted lazily and the base layer's mount is shared with v1.
