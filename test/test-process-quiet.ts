@@ -6,14 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import type { WatchedProcess } from '../src/util/namespace-init-exit';
+import { readProcStat } from '../src/util/proc-stat';
 import { treeActivity, whenQuiet } from '../src/util/process-quiet';
 
-/** A process identified as the watcher needs it: pid and start time (field 22 of /proc/PID/stat). */
+/** A process identified as the watcher needs it: pid and start time. */
 function identify(pid: number): WatchedProcess {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return { pid, startTime: stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]! };
+  return { pid, startTime: readProcStat(`/proc/${pid}/stat`)!.startTime };
 }
 
 /** Node code that spins for `ms`, prints "done", then sleeps. */

@@ -39,10 +39,10 @@ import type { ContainerSpec, ContainerState, ExecProbe, InPlaceUpdateState, PodR
 export { LABEL_CLONESET, LABEL_POD_NAME, LABEL_REVISION };
 export const LABEL_CONTAINER = 'lazypull.io/container';
 const ANNOTATION_PROBE = 'lazypull.io/readiness-probe';
-/** How often a starting app's processes are looked at, until they go quiet (a look reads a few /proc files). */
-const QUIET_POLL_MS = 4;
 const ANNOTATION_LOG_DIR = 'lazypull.io/log-directory';
 const ANNOTATION_CGROUP_PARENT = 'lazypull.io/cgroup-parent';
+/** How often a starting app's processes are looked at, until they go quiet (a look reads a few /proc files). */
+const QUIET_POLL_MS = 4;
 
 export interface CriPodRuntimeOptions {
   /** Namespace in the sandboxes' metadata; default "lazypull". */
@@ -414,7 +414,11 @@ export class CriPodRuntime implements PodRuntime {
     const listedAt = Date.now();
     const containers = await this.cri.listContainers();
     const bySandbox = new Map<string, Container[]>();
-    for (const c of containers) bySandbox.set(c.podSandboxId, [...(bySandbox.get(c.podSandboxId) ?? []), c]);
+    for (const c of containers) {
+      const list = bySandbox.get(c.podSandboxId);
+      if (list === undefined) bySandbox.set(c.podSandboxId, [c]);
+      else list.push(c);
+    }
     if (this.lastListing === undefined || listedAt >= this.lastListing.at) this.lastListing = { at: listedAt, bySandbox };
     const ids = new Set(containers.map((c) => c.id));
     for (const id of this.startedContainers.keys()) if (!ids.has(id)) this.startedContainers.delete(id);

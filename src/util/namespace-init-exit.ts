@@ -18,6 +18,7 @@
  * Linux only; elsewhere nothing is watchable.
  */
 import { readFileSync } from 'node:fs';
+import { readProcStat, type ProcStat } from './proc-stat';
 
 /** A process identified beyond its pid: the start time tells a reused pid apart. */
 export interface WatchedProcess {
@@ -26,21 +27,8 @@ export interface WatchedProcess {
   startTime: string;
 }
 
-interface ProcStat {
-  state: string;
-  startTime: string;
-}
-
 function readStat(pid: number): ProcStat | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // The command name (field 2) is in parentheses and may hold spaces: split after the last ')'.
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  return { state: fields[0] ?? '', startTime: fields[19] ?? '' };
+  return readProcStat(`/proc/${pid}/stat`);
 }
 
 /** Whether the process is pid 1 of the innermost PID namespace it is in ("NSpid:" ends in 1). */

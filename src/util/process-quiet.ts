@@ -16,6 +16,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { hasExited, type WatchedProcess } from './namespace-init-exit';
+import { readProcStat } from './proc-stat';
 
 /** A look at a process tree: all asleep, and the CPU time its threads have used. */
 export interface TreeActivity {
@@ -38,13 +39,10 @@ function readOrUndefined(path: string): string | undefined {
 
 /** A thread's state and CPU time: schedstat's nanoseconds where the kernel has them, else stat's clock ticks. */
 function threadActivity(dir: string): { state: string; cpuNs: number } | undefined {
-  const stat = readOrUndefined(`${dir}/stat`);
+  const stat = readProcStat(`${dir}/stat`);
   if (stat === undefined) return undefined;
-  // The command name (field 2) is in parentheses and may hold spaces: split after the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const schedRun = Number(readOrUndefined(`${dir}/schedstat`)?.split(' ')[0]);
-  const cpuNs = Number.isFinite(schedRun) ? schedRun : (Number(fields[11]) + Number(fields[12])) * TICK_NS;
-  return { state: fields[0] ?? '', cpuNs };
+  return { state: stat.state, cpuNs: Number.isFinite(schedRun) ? schedRun : stat.cpuTicks * TICK_NS };
 }
 
 /** One look at `root` and its descendants; undefined once `root` has exited. */
